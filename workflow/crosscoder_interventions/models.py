@@ -1,0 +1,98 @@
+"""Loading language models as TransformerBridges in compatibility mode.
+
+Both worlds load through here: a Hugging Face model directory or hub id, optionally with a LoRA
+adapter merged into it through peft. Compatibility mode folds layer norms and centres weights as
+HookedTransformer did, which is what the crosscoders were trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from crosscoder_interventions.errors import ConfigError
+
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def hookpoint_names(n_layers: int) -> list[str]:
+    """The P = n_layers + 1 residual hookpoints a many-layer crosscoder reads (DESIGN.md section 1)."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+
+
+def resolve_device(device: str) -> str:
+    """`auto` means CUDA when present; anything else is passed through after a sanity check."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' was requested but no CUDA device is visible; set device: auto or cpu.")
+    return device
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def is_hub_id(source: str) -> bool:
+    return not Path(source).exists() and HUB_ID_PATTERN.match(source) is not None
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        return any(repo.repo_id == repo_id for repo in scan_cache_dir().repos)
+    except Exception:  # no cache directory at all: nothing is cached
+        return False
+
+
+def check_model_source(source: str, what: str) -> None:
+    """One-line error for a model or adapter that cannot be loaded, before anything is loaded."""
+    if Path(source).is_dir():
+        return
+    if Path(source).exists():
+        raise ConfigError(f"{what} '{source}' is a file, not a Hugging Face model directory; point it at the directory.")
+    if not is_hub_id(source):
+        raise ConfigError(f"{what} '{source}' does not exist; build it first or fix the path in the config.")
+    if hub_offline() and not in_hub_cache(source):
+        raise ConfigError(
+            f"{what} '{source}' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache; "
+            f"download it (huggingface-cli download {source}) or point the config at a local directory."
+        )
+
+
+def load_hf_model(source: str, lora_adapter: str | None, dtype: torch.dtype) -> PreTrainedModel:
+    """A causal LM from a directory or hub id, with a LoRA adapter merged into its weights."""
+    check_model_source(source, "model")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    if lora_adapter is not None:
+        from peft import PeftModel
+
+        check_model_source(lora_adapter, "LoRA adapter")
+        model = PeftModel.from_pretrained(model, lora_adapter).merge_and_unload()
+    return model.eval()
+
+
+def load_model(
+    source: str,
+    *,
+    lora_adapter: str | None = None,
+    tokenizer_source: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> TransformerBridge:
+    """A TransformerBridge in compatibility mode over a Hugging Face model (and merged adapter)."""
+    torch_dtype = DTYPES[dtype]
+    hf_model = load_hf_model(source, lora_adapter, torch_dtype)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source or source)
+    bridge = TransformerBridge.boot_transformers(
+        source, hf_model=hf_model, tokenizer=tokenizer, device=resolve_device(device), dtype=torch_dtype
+    )
+    bridge.enable_compatibility_mode(disable_warnings=True)
+    return bridge.eval()

@@ -1,0 +1,176 @@
+"""The oracle: interventions applied exactly as DESIGN.md section 3 words them, slowly.
+
+One prompt at a time, no padding, no key/value cache. For every position t:
+1. run(t): the model on tokens[:t+1] with the modifications already decided for positions < t
+   re-applied, and none at t;
+2. decide the modification of t from run(t) (nothing to decide for steering; f_i(t) for the naive
+   ablations; `steps` gradient steps, each a fresh forward of tokens[:t+1], for the perturbations);
+3. redo: the model on tokens[:t+1] with the modification at t as well. Its activations at t are the
+   intervened activations of t, and its logits at t choose token t+1 (greedy).
+
+A modification adds a vector to each hookpoint's activation as the forward pass runs, so later
+hookpoints see the effect of earlier ones. The intervened run covers the prompt and every generated
+token but the last, which no forward pass needs.
+
+Shape letters: S sequence position, P hookpoint, D d_model, F features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformer_lens.model_bridge import TransformerBridge
+
+from crosscoder_interventions.interventions import (
+    Intervention,
+    ManyLayerAblation,
+    ManyLayerSteering,
+    PerturbationAblation,
+    PerturbationClamping,
+    Plain,
+    SingleLayerAblation,
+    SingleLayerSteering,
+)
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    generated: list[int]
+    acts_SPD: torch.Tensor  # intervened activations of every position that was run
+    target_S: torch.Tensor  # f_i of the crosscoder encoding of acts_SPD
+    target_activation: float
+    other_feature_change: float
+
+
+def acts_from(setting: Intervention, start: int) -> int:
+    """First position the setting acts on: `start` for steering and clamping, 0 otherwise."""
+    return start if setting.acts_from_start else 0
+
+
+def forward_with_modifications(
+    bridge: TransformerBridge, hookpoints: Sequence[str], tokens_S: torch.Tensor, mods_SPD: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (S, V) and hookpoint activations (S, P, D) of tokens_S with mods_SPD added as the forward runs."""
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook_at(p: int):
+        def hook(x_1SD: torch.Tensor, hook: object) -> torch.Tensor:
+            x_1SD = x_1SD + mods_SPD[None, :, p]
+            captured[p] = x_1SD[0]
+            return x_1SD
+
+        return hook
+
+    with bridge.hooks(fwd_hooks=[(name, hook_at(p)) for p, name in enumerate(hookpoints)]):
+        logits_1SV = bridge(tokens_S[None], return_type="logits")
+    return logits_1SV[0], torch.stack([captured[p] for p in range(len(hookpoints))], dim=1)
+
+
+def unit_mask_P(setting: Intervention, hookpoints: Sequence[str]) -> torch.Tensor:
+    """1 at the hookpoints a naive method or steering writes to, 0 elsewhere."""
+    if isinstance(setting, (SingleLayerAblation, SingleLayerSteering)):
+        return torch.tensor([float(name == setting.hookpoint) for name in hookpoints])
+    return torch.ones(len(hookpoints))
+
+
+def decide(
+    bridge: TransformerBridge,
+    crosscoder: nn.Module,
+    setting: Intervention,
+    tokens_S: torch.Tensor,
+    mods_SPD: torch.Tensor,
+) -> torch.Tensor:
+    """The modification (P, D) of the last position of tokens_S, from run(t) over the intervened prefix."""
+    hookpoints = crosscoder.hookpoints
+    t = tokens_S.shape[0] - 1
+    if isinstance(setting, Plain):
+        return torch.zeros_like(mods_SPD[t])
+    direction_PD = crosscoder.W_dec_FPD[setting.feature].detach()
+    mask_P1 = unit_mask_P(setting, hookpoints)[:, None]
+    if isinstance(setting, (SingleLayerSteering, ManyLayerSteering)):
+        return setting.coef * mask_P1 * direction_PD
+    if isinstance(setting, (SingleLayerAblation, ManyLayerAblation)):
+        _, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
+        f_i = crosscoder.encode(acts_SPD[t][None])[0, setting.feature]
+        return -setting.scale * f_i * mask_P1 * direction_PD
+    delta_PD = torch.zeros_like(mods_SPD[t])
+    for _ in range(setting.steps):
+        delta_PD.requires_grad_(True)
+        with torch.enable_grad():
+            trial_SPD = torch.cat([mods_SPD[:t], delta_PD[None]])
+            _, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, trial_SPD)
+            if isinstance(setting, PerturbationAblation):
+                loss = crosscoder.encode(acts_SPD[t][None])[0, setting.feature]
+            else:
+                loss = (crosscoder.encode_pre(acts_SPD[t][None])[0, setting.feature] - setting.target) ** 2
+            (grad_PD,) = torch.autograd.grad(loss, delta_PD)
+        delta_PD = (delta_PD - setting.lr * grad_PD).detach()
+    return delta_PD
+
+
+def other_feature_change(f_int_SF: torch.Tensor, f_plain_SF: torch.Tensor, feature: int | None) -> float:
+    """sum over positions and features j != i of |f_j - f0_j|, divided by the sum of |f0_j| (nan if that is 0).
+
+    f_int_SF from the intervened run, f_plain_SF from the un-intervened run of the same (prompt) tokens.
+    """
+    keep_F = torch.ones(f_int_SF.shape[1], dtype=torch.bool)
+    if feature is not None:
+        keep_F[feature] = False
+    change = (f_int_SF - f_plain_SF)[:, keep_F].abs().sum()
+    scale = f_plain_SF[:, keep_F].abs().sum()
+    return float(change / scale) if scale > 0 else float("nan")
+
+
+@torch.no_grad()
+def reference_generate(
+    bridge: TransformerBridge,
+    crosscoder: nn.Module,
+    prompt: Sequence[int],
+    setting: Intervention,
+    *,
+    max_new_tokens: int,
+    start: int = 0,
+) -> ReferenceResult:
+    """Greedy generation of one prompt under `setting`, position by position, recomputing everything.
+
+    Diagnostics (the definitions the fast path must reproduce):
+    - target_activation: mean of f_i over the positions the setting acts on (all positions for
+      ablations and Plain, positions >= start for steering and clamping), f from the crosscoder
+      encoding of the intervened activations;
+    - other_feature_change: `other_feature_change` over the prompt positions, against the plain run
+      of the prompt (0 for Plain; target_activation is nan for a Plain without feature).
+    """
+    hookpoints = crosscoder.hookpoints
+    n_hookpoints, d_model = len(hookpoints), crosscoder.W_dec_FPD.shape[2]
+    tokens = list(prompt)
+    n_positions = len(prompt) + max_new_tokens - 1
+    mods_SPD = torch.zeros(0, n_hookpoints, d_model)
+    acts = []
+    for t in range(n_positions):
+        tokens_S = torch.tensor(tokens[: t + 1])
+        mods_SPD = torch.cat([mods_SPD, torch.zeros(1, n_hookpoints, d_model)])
+        if t >= acts_from(setting, start):
+            mods_SPD[t] = decide(bridge, crosscoder, setting, tokens_S, mods_SPD)
+        logits_SV, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
+        acts.append(acts_SPD[t])
+        if t == len(tokens) - 1:
+            tokens.append(int(logits_SV[t].argmax()))
+    acts_SPD = torch.stack(acts)
+    f_SF = crosscoder.encode(acts_SPD)
+    feature = setting.feature
+    target_S = f_SF[:, feature] if feature is not None else torch.full((n_positions,), float("nan"))
+    n_prompt = len(prompt)
+    _, plain_SPD = forward_with_modifications(
+        bridge, hookpoints, torch.tensor(prompt), torch.zeros(n_prompt, n_hookpoints, d_model)
+    )
+    change = 0.0 if isinstance(setting, Plain) else other_feature_change(f_SF[:n_prompt], crosscoder.encode(plain_SPD), feature)
+    return ReferenceResult(
+        generated=tokens[len(prompt) :],
+        acts_SPD=acts_SPD,
+        target_S=target_S,
+        target_activation=float(target_S[acts_from(setting, start) :].mean()),
+        other_feature_change=change,
+    )

