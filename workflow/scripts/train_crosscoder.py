@@ -10,19 +10,12 @@
 # computed with the checkpoint as loaded back, which exercises the loader the external world uses.
 
 # %%
-import os
+import json
+import time
 
-# Threads that wait for each other by spinning lose badly on a shared machine (10x slower steps with
-# 2 threads and one other busy process); passive waiting costs nothing measurable here. Set before
-# torch loads its OpenMP runtime; an explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import pandas as pd
 
-import json  # noqa: E402
-import time  # noqa: E402
-
-import pandas as pd  # noqa: E402
-
-from crosscoder_interventions.activations import (  # noqa: E402
+from crosscoder_interventions.activations import (
     HARVEST_DEFAULTS,
     harvest_activations,
     harvest_config,
@@ -30,12 +23,12 @@ from crosscoder_interventions.activations import (  # noqa: E402
     span_labels,
     tokenize_texts,
 )
-from crosscoder_interventions.corpus import TAG  # noqa: E402
-from crosscoder_interventions.crosscoder import load_crosscoder, reconstruction_stats, save_crosscode_checkpoint, span_detection  # noqa: E402
-from crosscoder_interventions.crosscoder_training import DEFAULTS, train_crosscoder, training_config  # noqa: E402
-from crosscoder_interventions.errors import ConfigError  # noqa: E402
-from crosscoder_interventions.models import hookpoint_names, load_model  # noqa: E402
-from crosscoder_interventions.runtime import start_job  # noqa: E402
+from crosscoder_interventions.corpus import TAG
+from crosscoder_interventions.crosscoder import load_crosscoder, reconstruction_stats, save_crosscode_checkpoint, span_detection
+from crosscoder_interventions.crosscoder_training import DEFAULTS, train_crosscoder, training_config
+from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.models import hookpoint_names, load_model
+from crosscoder_interventions.runtime import start_job
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 params = dict(snakemake.params.crosscoder)
