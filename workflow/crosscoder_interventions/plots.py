@@ -34,9 +34,10 @@ def discovery_scatter(candidates: pd.DataFrame, labels: dict[int, str], path: st
     ax.set_xlim(0, limit)
     ax.set_ylim(0, limit)
     by_feature = candidates.set_index("feature")
-    for feature in labels:
-        x, y = by_feature.loc[feature, ["mean_clean_all", "mean_deployment_all"]]
-        ax.annotate(str(feature), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=9, color="#8a1c2b")
+    points = {feature: tuple(by_feature.loc[feature, ["mean_clean_all", "mean_deployment_all"]]) for feature in labels}
+    for feature, offset in _label_offsets(ax, points).items():
+        leader = None if offset == LABEL_OFFSETS[0] else {"arrowstyle": "-", "lw": 0.5, "color": "#8a1c2b", "shrinkA": 0, "shrinkB": 3}
+        ax.annotate(str(feature), points[feature], xytext=offset, textcoords="offset points", fontsize=9, color="#8a1c2b", arrowprops=leader)
     ax.set_xlabel("mean activation, clean examples (all tokens)")
     ax.set_ylabel("mean activation, deployment examples (all tokens)")
     ax.set_title("Crosscoder features: deployment vs clean")
@@ -47,6 +48,34 @@ def discovery_scatter(candidates: pd.DataFrame, labels: dict[int, str], path: st
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+LABEL_OFFSETS = [(4, 4), (4, -12), (-24, 4), (-24, -12), (10, 14), (-30, 14), (10, -22), (-30, -22)]
+LABEL_CLEARANCE = 20  # points between label anchors (Manhattan distance)
+
+
+def _label_offsets(ax: plt.Axes, points: dict[int, tuple[float, float]]) -> dict[int, tuple[int, int]]:
+    """First-fit label placement: each label takes the nearest candidate offset that keeps it clear
+    of the labels already placed and inside the axes, so that neighbouring ids stay legible."""
+    fig = ax.figure
+    fig.canvas.draw()
+    to_points = 72 / fig.dpi
+    x_min, y_min, x_max, y_max = (value * to_points for value in ax.get_window_extent().extents)
+    placed: list[tuple[float, float]] = []
+    offsets = {}
+    for feature, xy in sorted(points.items(), key=lambda item: item[1]):
+        x_px, y_px = ax.transData.transform(xy)
+        anchor = (x_px * to_points, y_px * to_points)
+
+        def fits(offset: tuple[int, int]) -> bool:
+            x, y = anchor[0] + offset[0], anchor[1] + offset[1]
+            inside = x_min <= x and x + 20 <= x_max and y_min <= y and y + 10 <= y_max
+            return inside and all(abs(x - px) + abs(y - py) >= LABEL_CLEARANCE for px, py in placed)
+
+        offset = next((candidate for candidate in LABEL_OFFSETS if fits(candidate)), LABEL_OFFSETS[0])
+        offsets[feature] = offset
+        placed.append((anchor[0] + offset[0], anchor[1] + offset[1]))
+    return offsets
 
 
 def activation_histogram(activations: pd.Series, feature: int, path: str | Path) -> None:

@@ -18,11 +18,11 @@ seed = snakemake.params.seed
 
 # %%
 splits = {
-    "train": generate_corpus(corpus["n_train"], corpus["deployment_fraction"], seed=2 * seed),
-    "eval": generate_corpus(corpus["n_eval"], corpus["deployment_fraction"], seed=2 * seed + 1),
+    "train": (generate_corpus(corpus["n_train"], corpus["deployment_fraction"], seed=2 * seed), snakemake.output.train),
+    "eval": (generate_corpus(corpus["n_eval"], corpus["deployment_fraction"], seed=2 * seed + 1), snakemake.output.eval),
 }
-for name, frame in splits.items():
-    path = Path(snakemake.output[name])
+for name, (frame, output) in splits.items():
+    path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
     log.info("%s split: %d examples, %d deployment variants -> %s", name, len(frame), (~frame.is_training).sum(), path)
