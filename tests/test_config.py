@@ -132,3 +132,12 @@ def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
     assert result.returncode == 1
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
     assert errors == [errors[0]] and "unknown key(s) 'devise'" in errors[0]
+
+
+def test_schema_knows_exactly_the_crosscoder_settings():
+    from crosscoder_interventions.activations import HARVEST_DEFAULTS
+    from crosscoder_interventions.crosscoder_training import DEFAULTS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    crosscoder_keys = set(schema["properties"]["embedded_world"]["properties"]["crosscoder"]["properties"])
+    assert crosscoder_keys == set(DEFAULTS) | set(HARVEST_DEFAULTS)

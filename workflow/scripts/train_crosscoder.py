@@ -16,7 +16,6 @@ import time
 import pandas as pd
 
 from crosscoder_interventions.activations import (
-    HARVEST_DEFAULTS,
     harvest_activations,
     harvest_config,
     select_rows,
@@ -25,16 +24,13 @@ from crosscoder_interventions.activations import (
 )
 from crosscoder_interventions.corpus import TAG
 from crosscoder_interventions.crosscoder import load_crosscoder, reconstruction_stats, save_crosscode_checkpoint, span_detection
-from crosscoder_interventions.crosscoder_training import DEFAULTS, train_crosscoder, training_config
+from crosscoder_interventions.crosscoder_training import train_crosscoder, training_config
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import hookpoint_names, load_model
 from crosscoder_interventions.runtime import start_job
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 params = dict(snakemake.params.crosscoder)
-unknown = sorted(set(params) - set(DEFAULTS) - set(HARVEST_DEFAULTS))
-if unknown:
-    raise ConfigError(f"unknown crosscoder settings {unknown}; known: {sorted(set(DEFAULTS) | set(HARVEST_DEFAULTS))}.")
 harvest_cfg, train_cfg = harvest_config(params), training_config(params)
 seed, device, prepend_bos = snakemake.params.seed, snakemake.params.device, bool(snakemake.params.prepend_bos)
 started = time.perf_counter()
