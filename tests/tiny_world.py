@@ -23,11 +23,15 @@ def random_texts(n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) for _ in range(n)]
 
 
+def build_tokenizer_for_tests(vocab_size: int = 300):
+    return train_tokenizer(random_texts(200, seed=0), vocab_size)
+
+
 def save_tiny_model(
     directory: Path, *, d_model: int = 32, n_layers: int = 4, window_size: int = 6, vocab_size: int = 300, seed: int = 0
 ) -> Path:
     """A random GPT-Neo with (global, local) blocks saved as a Hugging Face directory."""
-    tokenizer = train_tokenizer(random_texts(200, seed=0), vocab_size)
+    tokenizer = build_tokenizer_for_tests(vocab_size)
     architecture = {"num_layers": n_layers, "hidden_size": d_model, "num_heads": 4, "window_size": window_size, "max_position_embeddings": 256}
     model = build_model(architecture, tokenizer, seed)
     # Larger than default init weights so that small perturbations visibly change greedy tokens.

@@ -19,6 +19,7 @@ import yaml
 from crosscoder_interventions.crosscoder import read_checkpoint_cfg
 from crosscoder_interventions.discovery import check_feature_ids
 from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.experiment import check_sweeps
 from crosscoder_interventions.models import check_model_source, hookpoint_names, is_hub_id
 
 WORLD_DIR = Path("results/world")
@@ -140,6 +141,7 @@ def check_has_deployment_examples(source: str) -> None:
 
 def check_startup(config: dict[str, Any]) -> None:
     """Everything that can be checked before the first job, for either world."""
+    check_sweeps(config["generation"]["sweeps"])
     if config["world"] == "embedded":
         embedded = config["embedded_world"]
         n_layers = int(embedded["model"]["num_layers"])

