@@ -20,7 +20,7 @@ from crosscoder_interventions.crosscoder import read_checkpoint_cfg
 from crosscoder_interventions.discovery import check_feature_ids
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.experiment import check_sweeps
-from crosscoder_interventions.models import check_model_source, hookpoint_names, is_hub_id
+from crosscoder_interventions.models import check_model_source, hookpoint_names, is_hub_id, resolve_hookpoints
 
 WORLD_DIR = Path("results/world")
 HOOKPOINT_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
@@ -84,11 +84,6 @@ def world_sources(config: dict[str, Any]) -> WorldSources:
     )
 
 
-def configured_hookpoints(config: dict[str, Any], n_layers: int) -> list[str]:
-    hookpoints = config["hookpoints"]
-    return hookpoint_names(n_layers) if hookpoints == "auto" else list(hookpoints)
-
-
 def check_hookpoints(hookpoints: list[str], n_layers: int, where: str) -> None:
     for name in hookpoints:
         match = HOOKPOINT_PATTERN.match(name)
@@ -145,7 +140,7 @@ def check_startup(config: dict[str, Any]) -> None:
     if config["world"] == "embedded":
         embedded = config["embedded_world"]
         n_layers = int(embedded["model"]["num_layers"])
-        check_hookpoints(configured_hookpoints(config, n_layers), n_layers, "config hookpoints")
+        check_hookpoints(resolve_hookpoints(config["hookpoints"], n_layers), n_layers, "config hookpoints")
         check_feature_ids(config["features"], int(embedded["crosscoder"]["n_features"]))
         if embedded["corpus"]["deployment_fraction"] <= 0:
             raise ConfigError("embedded_world.corpus.deployment_fraction is 0: the world would have no deployment examples; make it positive.")
@@ -167,4 +162,3 @@ def check_startup(config: dict[str, Any]) -> None:
     if shape is not None:
         n_layers, d_model = shape
         check_crosscoder_matches_model(crosscoder_cfg, n_layers, d_model, f"crosscoder '{sources.crosscoder}'")
-        check_hookpoints(configured_hookpoints(config, n_layers), n_layers, "config hookpoints")

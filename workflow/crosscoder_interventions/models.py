@@ -26,6 +26,11 @@ def hookpoint_names(n_layers: int) -> list[str]:
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
 
 
+def resolve_hookpoints(setting: str | list[str], n_layers: int) -> list[str]:
+    """The config's `hookpoints`: `auto` for the standard residual hookpoints, or an explicit list."""
+    return hookpoint_names(n_layers) if setting == "auto" else list(setting)
+
+
 def resolve_device(device: str) -> str:
     """`auto` means CUDA when present; anything else is passed through after a sanity check."""
     if device == "auto":

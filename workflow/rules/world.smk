@@ -87,6 +87,7 @@ rule world_crosscoder:
         stats="results/world/crosscoder_training.json",
     params:
         crosscoder=EMBEDDED["crosscoder"],
+        hookpoints=config["hookpoints"],
         seed=config["seed"],
         device=DEVICE,
         prepend_bos=config["prepend_bos"],

