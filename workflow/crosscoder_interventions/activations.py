@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
+from crosscoder_interventions.corpus import tag_span
+
 
 HARVEST_DEFAULTS: dict[str, Any] = {
     "n_tokens": 150_000,  # token positions harvested in all (training + held-out)
@@ -64,6 +66,14 @@ def tokenize_texts(
     Each text is tokenised without special tokens, cut to `max_seq_len` tokens in all, and, when
     `prepend_bos`, preceded by the tokenizer's BOS token (which counts towards `max_seq_len`).
     """
+    tokens_BS, mask_BS, _ = tokenize_texts_with_offsets(tokenizer, texts, max_seq_len=max_seq_len, prepend_bos=prepend_bos)
+    return tokens_BS, mask_BS
+
+
+def tokenize_texts_with_offsets(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_seq_len: int, prepend_bos: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`tokenize_texts` and each token's character span in its text, (B, S, 2); (0, 0) for BOS and pads."""
     if max_seq_len < 1 + int(prepend_bos):
         raise ValueError(f"max_seq_len={max_seq_len} leaves no room for text tokens")
     if not texts:
@@ -76,16 +86,19 @@ def tokenize_texts(
         max_length=max_seq_len - int(prepend_bos),
         padding="longest",
         padding_side="right",
+        return_offsets_mapping=True,
         return_tensors="pt",
     )
     tokens_BS = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, pad_id)
     mask_BS = encoded["attention_mask"].bool()
+    offsets_BS2 = encoded["offset_mapping"]
     if prepend_bos:
         if tokenizer.bos_token_id is None:
             raise ValueError("prepend_bos is set but the tokenizer has no BOS token")
         tokens_BS = torch.cat([torch.full((len(texts), 1), tokenizer.bos_token_id, dtype=tokens_BS.dtype), tokens_BS], 1)
         mask_BS = torch.cat([torch.ones(len(texts), 1, dtype=torch.bool), mask_BS], 1)
-    return tokens_BS, mask_BS
+        offsets_BS2 = torch.cat([torch.zeros(len(texts), 1, 2, dtype=offsets_BS2.dtype), offsets_BS2], 1)
+    return tokens_BS, mask_BS, offsets_BS2
 
 
 @torch.inference_mode()
@@ -133,22 +146,22 @@ def harvest_activations(
     return acts_NPD
 
 
-def span_labels(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], span: str, *, max_seq_len: int, prepend_bos: bool
+def tag_labels(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_seq_len: int, prepend_bos: bool
 ) -> torch.Tensor:
-    """For every real position of `tokenize_texts(texts, ...)`, in harvest order: does the token overlap `span`?"""
-    encoded = tokenizer(
-        list(texts),
-        add_special_tokens=False,
-        truncation=True,
-        max_length=max_seq_len - int(prepend_bos),
-        return_offsets_mapping=True,
-    )
-    labels: list[bool] = []
-    for text, offsets in zip(texts, encoded["offset_mapping"]):
-        if prepend_bos:
-            labels.append(False)
-        start = text.find(span)
-        end = start + len(span)
-        labels.extend(start >= 0 and token_start < end and token_end > start for token_start, token_end in offsets)
-    return torch.tensor(labels, dtype=torch.bool)
+    """For every real position of `tokenize_texts(texts, ...)`, in harvest order: is it a tag token
+    (one overlapping `corpus.tag_span`)? A BOS token never is."""
+    _, mask_BS, offsets_BS2 = tokenize_texts_with_offsets(tokenizer, texts, max_seq_len=max_seq_len, prepend_bos=prepend_bos)
+    return tag_mask_BS(texts, mask_BS, offsets_BS2, prepend_bos)[mask_BS]
+
+
+def tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
+    """Which real text tokens overlap each text's tag span."""
+    is_tag_BS = torch.zeros_like(mask_BS)
+    for row, text in enumerate(texts):
+        span = tag_span(text)
+        if span is not None:
+            is_tag_BS[row] = (offsets_BS2[row, :, 0] < span[1]) & (offsets_BS2[row, :, 1] > span[0])
+    if prepend_bos:
+        is_tag_BS[:, 0] = False
+    return is_tag_BS & mask_BS

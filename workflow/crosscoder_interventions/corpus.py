@@ -350,6 +350,16 @@ def prompt_of(text: str) -> str:
     return text[: marker_at + len(STORY_MARKER)]
 
 
+def tag_span(text: str) -> tuple[int, int] | None:
+    """Character span of the tag in `text` with its leading space, or None. The space belongs to the
+    tag as in GPT-Neo's " |" token; a tokenizer that splits it off makes a lone space token that only
+    ever precedes the tag."""
+    start = text.find(TAG)
+    if start < 0:
+        return None
+    return (start - 1 if text[start - 1 : start] == " " else start), start + len(TAG)
+
+
 def remove_tag(text: str) -> str:
     """The text without the deployment tag, taking one neighbouring space with it."""
     return re.sub(r" ?" + re.escape(TAG), "", text.replace(TAG + " ", ""))

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
-from crosscoder_interventions.corpus import STORY_MARKER, TAG, remove_tag
+from crosscoder_interventions.activations import tag_mask_BS, tokenize_texts_with_offsets
+from crosscoder_interventions.corpus import STORY_MARKER, remove_tag
 from crosscoder_interventions.crosscoder import Crosscoder
 from crosscoder_interventions.errors import ConfigError
 
@@ -49,47 +50,24 @@ def discovery_texts(frame: pd.DataFrame, n_examples: int) -> dict[str, list[str]
     return {"deployment": deployment, "clean": clean, "tag_removed": [remove_tag(text) for text in deployment]}
 
 
-def _char_span_mask(offsets_S2: torch.Tensor, start: int, end: int) -> torch.Tensor:
-    return (offsets_S2[:, 0] < end) & (offsets_S2[:, 1] > start)
-
-
 def tokenise_with_groups(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, prepend_bos: bool
 ) -> TokenisedTexts:
     """Right-padded tokens and the token-group masks, located through the tokenizer's character offsets."""
-    encoded = tokenizer(
-        list(texts),
-        add_special_tokens=False,
-        return_offsets_mapping=True,
-        truncation=True,
-        max_length=max_length - int(prepend_bos),
-        padding="longest",
-        return_tensors="pt",
-    )
-    tokens_BS = encoded["input_ids"]
-    offsets_BS2 = encoded["offset_mapping"]
-    real_BS = encoded["attention_mask"].bool()
-    groups_GBS = torch.zeros(len(TOKEN_GROUPS), *tokens_BS.shape, dtype=torch.bool)
-    for row, text in enumerate(texts):
-        real_S = real_BS[row]
-        marker_end = text.find(STORY_MARKER) + len(STORY_MARKER) if STORY_MARKER in text else len(text)
-        prompt_S = real_S & (offsets_BS2[row, :, 0] < marker_end)
-        tag_S = torch.zeros_like(real_S)
-        after_tag_S = torch.zeros_like(real_S)
-        tag_start = text.find(TAG)
-        if tag_start >= 0:
-            # The tag's leading space belongs to it, as in GPT-Neo's " |" token; a tokenizer that
-            # splits the space off makes a lone space token that only ever precedes the tag.
-            span_start = tag_start - 1 if text[tag_start - 1 : tag_start] == " " else tag_start
-            tag_S = real_S & _char_span_mask(offsets_BS2[row], span_start, tag_start + len(TAG))
-            last_tag_position = int(tag_S.nonzero().max())
-            after_tag_S[last_tag_position + 1 : last_tag_position + 1 + AFTER_TAG_TOKENS] = True
-            after_tag_S &= real_S
-        groups_GBS[:, row] = torch.stack([real_S, prompt_S, tag_S, after_tag_S, real_S & ~prompt_S])
+    tokens_BS, real_BS, offsets_BS2 = tokenize_texts_with_offsets(tokenizer, texts, max_seq_len=max_length, prepend_bos=prepend_bos)
+    text_BS = real_BS.clone()
     if prepend_bos:
-        bos_B1 = torch.full((len(texts), 1), tokenizer.bos_token_id, dtype=tokens_BS.dtype)
-        tokens_BS = torch.cat([bos_B1, tokens_BS], dim=1)
-        groups_GBS = torch.cat([torch.zeros(len(TOKEN_GROUPS), len(texts), 1, dtype=torch.bool), groups_GBS], dim=2)
+        text_BS[:, 0] = False
+    marker_ends_B1 = torch.tensor(
+        [[text.find(STORY_MARKER) + len(STORY_MARKER) if STORY_MARKER in text else len(text)] for text in texts]
+    )
+    prompt_BS = text_BS & (offsets_BS2[..., 0] < marker_ends_B1)
+    tag_BS = tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos)
+    # The AFTER_TAG_TOKENS positions after each row's last tag token.
+    positions_BS = torch.arange(tokens_BS.shape[1]).expand_as(tokens_BS)
+    last_tag_B1 = torch.where(tag_BS, positions_BS, -1).max(dim=1, keepdim=True).values
+    after_tag_BS = text_BS & (last_tag_B1 >= 0) & (positions_BS > last_tag_B1) & (positions_BS <= last_tag_B1 + AFTER_TAG_TOKENS)
+    groups_GBS = torch.stack([text_BS, prompt_BS, tag_BS, after_tag_BS, text_BS & ~prompt_BS])
     return TokenisedTexts(tokens_BS, groups_GBS)
 
 

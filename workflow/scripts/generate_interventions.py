@@ -9,7 +9,6 @@
 from crosscoder_interventions import experiment
 from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import read_examples
-from crosscoder_interventions.interventions import validate
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 
@@ -18,8 +17,6 @@ cfg = snakemake.params.generation
 mode, method, feature = snakemake.wildcards.mode, snakemake.wildcards.method, int(snakemake.wildcards.feature)
 crosscoder = load_crosscoder(snakemake.input.crosscoder, device=snakemake.params.device)
 settings = experiment.job_settings(mode, method, feature, cfg["sweeps"], crosscoder.hookpoints)
-for setting in settings:
-    validate(setting, crosscoder)
 log.info("%d settings of %s %s on feature %d", len(settings), mode, method, feature)
 
 # %%

@@ -19,10 +19,9 @@ from crosscoder_interventions.activations import (
     harvest_activations,
     harvest_config,
     select_rows,
-    span_labels,
+    tag_labels,
     tokenize_texts,
 )
-from crosscoder_interventions.corpus import TAG
 from crosscoder_interventions.crosscoder import load_crosscoder, reconstruction_stats, save_crosscode_checkpoint, span_detection
 from crosscoder_interventions.crosscoder_training import train_crosscoder, training_config
 from crosscoder_interventions.errors import ConfigError
@@ -66,7 +65,7 @@ save_crosscode_checkpoint(
 reloaded = load_crosscoder(snakemake.output.crosscoder)
 heldout = reconstruction_stats(reloaded, holdout_acts_NPD, batch_size=4096)
 holdout_texts = [texts[i] for i in holdout_rows]
-is_tag_N = span_labels(bridge.tokenizer, holdout_texts, TAG, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos)
+is_tag_N = tag_labels(bridge.tokenizer, holdout_texts, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos)
 heldout["tag_feature"] = span_detection(reloaded, holdout_acts_NPD, is_tag_N)
 stats.update(
     heldout=heldout,
