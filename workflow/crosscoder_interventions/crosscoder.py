@@ -511,6 +511,12 @@ def load_crosscoder(
         fold_scaling(crosscoder, scaling_P)
     if mean_PD is not None:
         fold_mean(crosscoder, mean_PD)
+    non_finite = [name for name, tensor in crosscoder.state_dict().items() if not bool(torch.isfinite(tensor).all())]
+    if non_finite:
+        raise ConfigError(
+            f"crosscoder checkpoint '{path}' has NaN or infinite values in {', '.join(non_finite)}; "
+            "the checkpoint is damaged or its training diverged: use a sound checkpoint."
+        )
     return crosscoder.requires_grad_(False).to(device=device, dtype=DTYPE_NAMES[dtype])
 
 

