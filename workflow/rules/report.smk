@@ -63,3 +63,30 @@ rule report_notebook:
         "../../envs/environment.yaml"
     script:
         "../scripts/report_notebook.py"
+
+
+rule frontier_figure:
+    input:
+        summary=rules.summarize_scores.output.summary,
+        comparison=rules.compare_methods.output[0],
+    output:
+        report(
+            "results/figures/{mode}_feature_{feature}_frontier.png",
+            caption="../report/figure_frontier.rst",
+            category="Intervention curves",
+            subcategory="{mode} feature {feature}",
+            labels={"figure": "CE against effect, every method"},
+        ),
+    wildcard_constraints:
+        mode="ablate|steer",
+        feature=r"\d+",
+    params:
+        seed=config["seed"],
+    log:
+        "results/logs/figures/{mode}_feature_{feature}_frontier.log",
+    benchmark:
+        "results/benchmarks/figures/{mode}_feature_{feature}_frontier.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/frontier_figure.py"
