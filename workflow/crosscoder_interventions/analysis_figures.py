@@ -69,6 +69,7 @@ def draw_frontier(summary: pd.DataFrame, comparison: pd.DataFrame, mode: str, fe
     elif rows[effect].max() > DIVERGED:
         # A diverging setting (a clamp that overshoots) would squeeze every other point against zero.
         ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(0, 10 * rows[effect].max())  # activations are not negative; a decade of headroom
     ax.set_xlabel(EFFECT_LABELS[effect] + (" (symmetric log)" if ax.get_xscale() == "symlog" else ""))
     ax.set_ylabel("base-model CE of continuation (nats/token)")
     ax.set_title(f"Feature {feature}, {mode}: every setting of every method\n(ringed: each method's best at equal effect)", fontsize=11)
