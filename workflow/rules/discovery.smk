@@ -76,3 +76,33 @@ rule feature_examples:
         "../../envs/environment.yaml"
     script:
         "../scripts/feature_examples.py"
+
+
+rule encoder_decoder:
+    input:
+        unpack(crosscoder_inputs),
+        selected=rules.discover_features.output.selected,
+    output:
+        table=report(
+            "results/features/encoder_decoder.csv",
+            caption="../report/encoder_decoder.rst",
+            category="Feature discovery",
+        ),
+        figures=report(
+            directory("results/features/encoder_decoder"),
+            patterns=["feature_{feature}.png"],
+            caption="../report/encoder_decoder_figure.rst",
+            category="Feature discovery",
+        ),
+    params:
+        seed=config["seed"],
+        device=DEVICE,
+        crosscoder=CROSSCODER,
+    log:
+        "results/logs/features/encoder_decoder.log",
+    benchmark:
+        "results/benchmarks/features/encoder_decoder.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/encoder_decoder.py"

@@ -4,6 +4,7 @@
 rule figures:
     input:
         summary=rules.summarize_scores.output.summary,
+        comparison=rules.findings.output.comparison,
     output:
         ce=report(
             "results/figures/{mode}_feature_{feature}_ce.png",
@@ -25,6 +26,13 @@ rule figures:
             category="Intervention curves",
             subcategory="{mode} feature {feature}",
             labels={"figure": "remaining target activation"},
+        ),
+        frontier=report(
+            "results/figures/{mode}_feature_{feature}_frontier.png",
+            caption="../report/figure_frontier.rst",
+            category="Intervention curves",
+            subcategory="{mode} feature {feature}",
+            labels={"figure": "CE against effect, every method"},
         ),
     wildcard_constraints:
         mode="ablate|steer",
@@ -63,3 +71,4 @@ rule report_notebook:
         "../../envs/environment.yaml"
     script:
         "../scripts/report_notebook.py"
+

@@ -76,3 +76,35 @@ rule summarize_scores:
         "../../envs/environment.yaml"
     script:
         "../scripts/summarize_scores.py"
+
+
+
+rule findings:
+    input:
+        summary=rules.summarize_scores.output.summary,
+        selected=rules.discover_features.output.selected,
+        scores=score_targets,
+    output:
+        findings=report(
+            "results/findings.csv",
+            caption="../report/findings.rst",
+            category="Scores",
+            labels={"table": "the sprint's findings on this run"},
+        ),
+        comparison=report(
+            "results/comparison.csv",
+            caption="../report/comparison.rst",
+            category="Scores",
+            labels={"table": "methods compared at equal effect"},
+        ),
+    params:
+        world=config["world"],
+        seed=config["seed"],
+    log:
+        "results/logs/scores/findings.log",
+    benchmark:
+        "results/benchmarks/scores/findings.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/findings.py"

