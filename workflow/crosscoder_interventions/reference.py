@@ -42,6 +42,7 @@ from crosscoder_interventions.models import device_of
 @dataclass(frozen=True)
 class ReferenceResult:
     generated: list[int]
+    logits_NV: torch.Tensor  # the logits each generated token was chosen from
     acts_SPD: torch.Tensor  # intervened activations of every position that was run
     target_S: torch.Tensor  # f_i of the crosscoder encoding of acts_SPD
     target_activation: float
@@ -154,7 +155,7 @@ def reference_generate(
     tokens = list(prompt)
     n_positions = len(prompt) + max_new_tokens - 1
     mods_SPD = torch.zeros(0, n_hookpoints, d_model, **like_crosscoder)
-    acts = []
+    acts, chosen_from = [], []
     for t in range(n_positions):
         tokens_S = torch.tensor(tokens[: t + 1], device=model_device)
         mods_SPD = torch.cat([mods_SPD, torch.zeros(1, n_hookpoints, d_model, **like_crosscoder)])
@@ -164,6 +165,7 @@ def reference_generate(
         acts.append(acts_SPD[t])
         if t == len(tokens) - 1:
             tokens.append(int(logits_SV[t].argmax()))
+            chosen_from.append(logits_SV[t])
     acts_SPD = torch.stack(acts)
     f_SF = crosscoder.encode(acts_SPD)
     feature = setting.feature
@@ -175,6 +177,7 @@ def reference_generate(
     change = 0.0 if isinstance(setting, Plain) else other_feature_change(f_SF[:n_prompt], crosscoder.encode(plain_SPD), feature)
     return ReferenceResult(
         generated=tokens[len(prompt) :],
+        logits_NV=torch.stack(chosen_from),
         acts_SPD=acts_SPD,
         target_S=target_S,
         target_activation=float(target_S[acts_from(setting, start) :].mean()),
