@@ -25,6 +25,7 @@ from crosscoder_interventions.discovery import check_feature_ids
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.experiment import check_sweeps
 from crosscoder_interventions.models import check_hub_source, check_model_source, hookpoint_names, resolve_hookpoints
+from crosscoder_interventions.synthetic import check_synthetic
 
 WORLD_DIR = Path("results/world")
 HOOKPOINT_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
@@ -147,6 +148,8 @@ def check_startup(config: dict[str, Any]) -> None:
     """Everything that can be checked before the first job, for either world, without the network
     and without the artefacts a user brings to an external world (so that a dry run plans without them)."""
     check_sweeps(config["generation"]["sweeps"])
+    if config["benchmark"].get("synthetic") is not None:
+        check_synthetic(config["benchmark"]["synthetic"], config["benchmark"]["max_new_tokens"])
     if config["world"] == "embedded":
         embedded = config["embedded_world"]
         n_layers = int(embedded["model"]["num_layers"])
