@@ -5,9 +5,9 @@ none) and in float32 and bfloat16, the oracle on the engine's device and in its 
 - float32: the same greedy tokens, activations to 1e-4, diagnostics to 1e-4 (both paths do the same
   arithmetic in another order).
 - bfloat16 (unit roundoff 2^-8 = 0.004): the fast path batches, caches and sums in other orders than
-  the oracle, so activations agree to about 2% of their size (measured on the CPU), and where a
-  perturbation's gradient step meets f_i within rounding of its JumpReLU threshold one path takes
-  the step and the other does not (the worst prompt measured: 5.8%). Asserted: the same greedy
+  the oracle, so activations agree to about 2% of their size (measured on the CPU); a perturbation's
+  gradient steps amplify such differences (a JumpReLU on in one path and off in the other changes a
+  whole step), up to 5.8% on the worst prompt measured. Asserted: the same greedy
   tokens up to a near-tie, a step where the oracle's chosen logit beats the fast path's choice by at
   most BF16_RELATIVE of the logits' size (rounding may decide it either way; the continuations then
   part, so nothing after is compared); activations before that step to BF16_RELATIVE in relative
