@@ -10,8 +10,11 @@ import torch
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import NonFiniteError, Sampling, _layout, generate
 from crosscoder_interventions.interventions import (
+    GradientAblation,
+    GradientSteering,
     ManyLayerAblation,
     ManyLayerSteering,
+    PenalisedPerturbation,
     PerturbationAblation,
     PerturbationClamping,
     Plain,
@@ -63,6 +66,9 @@ SWEEPS = {
     "single_layer_steering": dict(values=[-4.0, 3.0], hookpoints=[HOOKPOINTS[0], HOOKPOINTS[2]]),
     "many_layer_steering": dict(values=[-2.0, 1.5]),
     "perturbation_clamping": dict(values=[0.002, 0.01], steps=3, target=3.0),
+    "penalised_perturbation": dict(values=[0.5, 5.0], lr=0.02, steps=3),
+    "gradient_ablation": dict(values=[1.0, 4.0]),
+    "gradient_steering": dict(values=[-2.0, 3.0]),
 }
 
 
@@ -226,6 +232,7 @@ def test_settings_are_validated_with_one_line_errors(world):
         (ManyLayerSteering(0, math.inf), "coef must be a finite number"),
         (PerturbationAblation(0, 0.01, 0), "steps must be at least 1"),
         (PerturbationClamping(0, math.nan, 0.1, 2), "target must be a finite number"),
+        (PenalisedPerturbation(0, -1.0, 0.1, 2), "the penalty must be 0 or more"),
     ]
     for setting, message in bad:
         with pytest.raises(ConfigError, match=message) as info:
@@ -238,6 +245,18 @@ def test_settings_are_validated_with_one_line_errors(world):
         expand_sweep("many_layer_ablation", 0, [1.0, math.nan])
     with pytest.raises(ConfigError, match="give the number of gradient steps"):
         expand_sweep("perturbation_ablation", 0, [0.01])
+    with pytest.raises(ConfigError, match="give the fixed learning rate"):
+        expand_sweep("penalised_perturbation", 0, [1.0], steps=3)
+
+
+def test_penalty_zero_is_perturbation_ablation(world, feature):
+    """Penalised perturbation at penalty 0 is perturbation ablation: no stray gradient from the penalty's |.| at 0."""
+    bridge, crosscoder, prompts = world
+    settings = [PerturbationAblation(feature, 0.05, 3), PenalisedPerturbation(feature, 0.0, 0.05, 3), PenalisedPerturbation(feature, 2.0, 0.05, 3)]
+    result = generate(bridge, crosscoder, prompts, settings, max_new_tokens=2, record_activations=True, progress=False)
+    for k in range(len(prompts)):
+        torch.testing.assert_close(result.activations[1][k], result.activations[0][k], atol=0, rtol=0)
+        assert (result.activations[2][k] - result.activations[0][k]).abs().max() > 1e-3
 
 
 def test_sweep_expansion():
@@ -250,3 +269,8 @@ def test_sweep_expansion():
     ]
     assert expand_sweep("perturbation_clamping", 1, [0.01], steps=15, target=2.0) == [PerturbationClamping(1, 2.0, 0.01, 15)]
     assert expand_sweep("many_layer_steering", 0, [-1, 1]) == [ManyLayerSteering(0, -1.0), ManyLayerSteering(0, 1.0)]
+    assert expand_sweep("penalised_perturbation", 2, [0, 1], lr=0.02, steps=15) == [
+        PenalisedPerturbation(2, 0.0, 0.02, 15), PenalisedPerturbation(2, 1.0, 0.02, 15)
+    ]
+    assert expand_sweep("gradient_steering", 1, [2]) == [GradientSteering(1, 2.0)]
+    assert expand_sweep("gradient_ablation", 1, [2]) == [GradientAblation(1, 2.0)]
