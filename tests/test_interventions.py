@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from crosscoder_interventions.calibration import calibrate, log_bisect
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import NonFiniteError, Sampling, _layout, generate
 from crosscoder_interventions.interventions import (
@@ -257,6 +259,36 @@ def test_penalty_zero_is_perturbation_ablation(world, feature):
     for k in range(len(prompts)):
         torch.testing.assert_close(result.activations[1][k], result.activations[0][k], atol=0, rtol=0)
         assert (result.activations[2][k] - result.activations[0][k]).abs().max() > 1e-3
+
+
+def test_log_bisection_finds_the_smallest_value_reaching_the_goal():
+    thresholds_C = torch.tensor([0.3, 7.0, 500.0], dtype=torch.float64)
+    values_C, reached_C = log_bisect(lambda v_C: v_C >= thresholds_C, 3, low=0.01, high=100.0, iterations=20)
+    assert reached_C.tolist() == [True, True, False]
+    assert (values_C[:2] >= thresholds_C[:2]).all()
+    torch.testing.assert_close(values_C[:2], thresholds_C[:2], rtol=1e-4, atol=0)
+    assert values_C[2] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("ablate", [True, False])
+def test_calibration_reaches_its_goal_just_above_the_value_found(world, feature, ablate):
+    """The calibrated setting brings the remaining activation to the goal; a value 10% smaller does
+    not. On this random world no scale (coefficient) at blocks.1.hook_resid_post does: it gets `high`."""
+    bridge, crosscoder, prompts = world
+    intervention = "single_layer_ablation" if ablate else "single_layer_steering"
+    found = calibrate(bridge, crosscoder, prompts, STARTS, intervention, feature, HOOKPOINTS[1:3], ablate=ablate, fraction=0.2,
+                      target=4.0, low=0.01, high=100.0, iterations=12)
+    assert found.reached == [True, False]
+    calibrated = found.settings[0]
+    parameter = "scale" if ablate else "coef"
+    assert getattr(found.settings[1], parameter) == pytest.approx(100.0)
+    smaller = replace(calibrated, **{parameter: getattr(calibrated, parameter) * 0.9})
+    result = generate(bridge, crosscoder, prompts, [calibrated, smaller], max_new_tokens=1, starts=STARTS, progress=False)
+    remaining, remaining_smaller = result.target_activation.mean(1).tolist()
+    if ablate:
+        assert 0 < found.goal and remaining <= found.goal < remaining_smaller
+    else:
+        assert found.goal == 4.0 and remaining >= found.goal > remaining_smaller
 
 
 def test_sweep_expansion():

@@ -23,7 +23,7 @@ from crosscoder_interventions.crosscoder import CheckpointInfo, checkpoint_info,
 from crosscoder_interventions.data import DataSource, check_data_source
 from crosscoder_interventions.discovery import check_feature_ids
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.experiment import check_sweeps
+from crosscoder_interventions.experiment import check_calibration, check_sweeps
 from crosscoder_interventions.models import check_hub_source, check_model_source, hookpoint_names, resolve_hookpoints
 
 WORLD_DIR = Path("results/world")
@@ -147,6 +147,7 @@ def check_startup(config: dict[str, Any]) -> None:
     """Everything that can be checked before the first job, for either world, without the network
     and without the artefacts a user brings to an external world (so that a dry run plans without them)."""
     check_sweeps(config["generation"]["sweeps"])
+    check_calibration(config["generation"]["calibration"])
     if config["world"] == "embedded":
         embedded = config["embedded_world"]
         n_layers = int(embedded["model"]["num_layers"])
