@@ -46,7 +46,8 @@ def log_bisect(reaches: Callable[[torch.Tensor], torch.Tensor], n_candidates: in
         log_high_C = torch.where(ok_C, log_mid_C, log_high_C)
         log_low_C = torch.where(ok_C, log_low_C, log_mid_C)
         reached_C |= ok_C
-    return log_high_C.exp(), reached_C
+    # Exactly `high` where nothing reached the goal, not exp(log(high)).
+    return torch.where(reached_C, log_high_C.exp(), torch.full_like(log_high_C, high)), reached_C
 
 
 def calibrate(
