@@ -106,6 +106,8 @@ def draw_metric(summary: pd.DataFrame, mode: str, feature: int, metric: str) -> 
             hookpoint = row.hookpoint if isinstance(row.hookpoint, str) else None
             ax.errorbar([row.value], [getattr(row, column)], yerr=[0 if pd.isna(getattr(row, sem_column)) else getattr(row, sem_column)],
                         marker="*", ms=13, mec="black", mew=0.6, capsize=3, ls="none", color=colour_of.get(hookpoint, METHOD_COLOUR))
+            # No tick falls at a calibrated value: write it beside its star.
+            ax.annotate(f"{row.value:.3g}", (row.value, getattr(row, column)), xytext=(5, 4), textcoords="offset points", fontsize=7)
         if not calibrated.empty:
             star = Line2D([], [], marker="*", ms=11, mec="black", mew=0.6, ls="none", color=METHOD_COLOUR)
             ax.legend([star], ["calibrated"], loc="best", fontsize=8)
