@@ -60,4 +60,8 @@ def test_calibration_prompts_follow_the_evaluation_prompts():
     with pytest.raises(ConfigError, match="too few for 2 evaluation and 4 calibration prompts"):
         experiment.calibration_prompts(frame, 2, 4)
     with pytest.raises(ConfigError, match=r"low \(2\) must be positive and below high \(1\)"):
-        experiment.check_calibration({"low": 2, "high": 1})
+        experiment.check_calibration({"low": 2, "high": 1, "target": 5.0})
+    with pytest.raises(ConfigError, match=r"generation\.calibration\.high: inf is not a finite number"):
+        experiment.check_calibration({"low": 2, "high": math.inf, "target": 5.0})
+    with pytest.raises(ConfigError, match=r"generation\.sweeps\.penalised_perturbation: inf is not a finite number"):
+        experiment.check_sweeps({"penalised_perturbation": {"values": [0, 1], "lr": math.inf, "steps": 3}})

@@ -55,12 +55,15 @@ def intervention_name(mode: str, method: str) -> str:
 
 def check_sweeps(sweeps: dict[str, dict[str, Any]]) -> None:
     for name, sweep in sweeps.items():
-        for value in [*sweep["values"], sweep.get("target", 0.0)]:
+        for value in [*sweep["values"], sweep.get("target", 0.0), sweep.get("lr", 0.0)]:
             if not math.isfinite(value):
                 raise ConfigError(f"generation.sweeps.{name}: {value} is not a finite number; use finite sweep values.")
 
 
 def check_calibration(calibration: dict[str, Any]) -> None:
+    for key in ("target", "low", "high"):
+        if not math.isfinite(calibration[key]):
+            raise ConfigError(f"generation.calibration.{key}: {calibration[key]} is not a finite number; use a finite one.")
     if not 0 < calibration["low"] < calibration["high"]:
         raise ConfigError(
             f"generation.calibration: low ({calibration['low']}) must be positive and below high ({calibration['high']}); fix the search interval."
