@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from crosscoder_interventions.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
-from crosscoder_interventions.interventions import ManyLayerAblation, PerturbationClamping, SingleLayerAblation
+from crosscoder_interventions.interventions import (
+    GradientSteering,
+    ManyLayerAblation,
+    PenalisedPerturbation,
+    PerturbationClamping,
+    SingleLayerAblation,
+)
 from crosscoder_interventions.models import hookpoint_names
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
@@ -16,6 +22,9 @@ SWEEPS = {
     "single_layer_steering": {"values": [1, 2]},
     "many_layer_steering": {"values": [1, 2]},
     "perturbation_clamping": {"values": [0.01, 0.04], "steps": 3, "target": 5.0},
+    "penalised_perturbation": {"values": [0, 1, 3], "lr": 0.02, "steps": 3},
+    "gradient_ablation": {"values": [1, 2, 4]},
+    "gradient_steering": {"values": [1, 2, 4]},
 }
 
 
@@ -26,9 +35,11 @@ def test_representative_settings_are_the_middle_of_each_sweep():
     assert settings["single_layer_ablation"] == SingleLayerAblation(7, "blocks.0.hook_resid_post", 2.0)
     assert settings["many_layer_ablation"] == ManyLayerAblation(7, 2.0)
     assert settings["perturbation_clamping"] == PerturbationClamping(9, 5.0, 0.04, 3)
-    assert len(settings) == 6
+    assert settings["penalised_perturbation"] == PenalisedPerturbation(7, 1.0, 0.02, 3)
+    assert settings["gradient_steering"] == GradientSteering(9, 2.0)
+    assert len(settings) == 9
     ablate_only = representative_settings(selected.iloc[:1], SWEEPS, hookpoint_names(2))
-    assert set(ablate_only) == {"single_layer_ablation", "many_layer_ablation", "perturbation_ablation"}
+    assert set(ablate_only) == {"single_layer_ablation", "many_layer_ablation", "perturbation_ablation", "penalised_perturbation", "gradient_ablation"}
 
 
 def test_ratios_are_times_per_token_over_plain_and_over_the_fast_path():

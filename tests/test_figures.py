@@ -87,3 +87,27 @@ def test_a_diverging_activation_panel_goes_symmetric_log(summary):
     assert perturbation.get_yscale() == "symlog" and single.get_yscale() == "linear"
     assert perturbation.get_ylim() == pytest.approx((0.0, 2.6e17))
     plt.close(fig)
+
+
+def test_new_methods_get_panels_and_calibrated_rows_are_stars_in_their_naive_panel(summary):
+    rows = [
+        _row(mode="ablate", feature=3, method="calibrated_single_layer", hookpoint=HOOKPOINTS[1], hparam="calibrated", value=3.7,
+             ce_mean=2.5, ce_sem=0.2),
+        _row(mode="ablate", feature=3, method="penalised_perturbation", hparam="penalty", value=0.0, ce_mean=2.2),
+        _row(mode="ablate", feature=3, method="penalised_perturbation", hparam="penalty", value=1.0, ce_mean=2.4),
+    ]
+    extended = pd.concat([summary, pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"feature": "Int64"})], ignore_index=True)
+    fig = draw_metric(extended, "ablate", 3, "ce")
+    titles = ["single layer ablation", "many layer ablation", "perturbation ablation", "penalised perturbation", "gradient ablation"]
+    assert [ax.get_title() for ax in fig.axes[:5]] == titles
+    single, penalised = fig.axes[0], fig.axes[3]
+    stars = [line for line in single.get_lines() if line.get_marker() == "*"]
+    assert len(stars) == 1 and list(stars[0].get_xdata()) == [3.7] and list(stars[0].get_ydata()) == [2.5]
+    assert "3.7" in [text.get_text() for text in single.texts]
+    assert len(_solid_lines(single)) == 2  # the calibrated row is no curve of its own
+    assert penalised.get_xscale() == "symlog"  # the sweep starts at penalty 0
+    assert "no settings" in [text.get_text() for text in fig.axes[4].texts]
+    plt.close(fig)
+    steer = draw_metric(extended.assign(mode=extended["mode"].replace("ablate", "steer")), "steer", 3, "ce")
+    assert [ax.get_title() for ax in steer.axes[:4]] == ["single layer steering", "many layer steering", "perturbation clamping", "gradient steering"]
+    plt.close(steer)

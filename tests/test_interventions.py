@@ -17,15 +17,20 @@ none) and in float32 and bfloat16, the oracle on the engine's device and in its 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from crosscoder_interventions.calibration import calibrate, log_bisect
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import NonFiniteError, Sampling, _layout, generate
 from crosscoder_interventions.interventions import (
+    GradientAblation,
+    GradientSteering,
     ManyLayerAblation,
     ManyLayerSteering,
+    PenalisedPerturbation,
     PerturbationAblation,
     PerturbationClamping,
     Plain,
@@ -109,6 +114,9 @@ SWEEPS = {
     "single_layer_steering": dict(values=[-4.0, 3.0], hookpoints=[HOOKPOINTS[0], HOOKPOINTS[2]]),
     "many_layer_steering": dict(values=[-2.0, 1.5]),
     "perturbation_clamping": dict(values=[0.002, 0.01], steps=3, target=3.0),
+    "penalised_perturbation": dict(values=[0.5, 5.0], lr=0.02, steps=3),
+    "gradient_ablation": dict(values=[1.0, 4.0]),
+    "gradient_steering": dict(values=[-2.0, 3.0]),
 }
 
 
@@ -249,6 +257,7 @@ def test_settings_are_validated_with_one_line_errors(world):
         (ManyLayerSteering(0, math.inf), "coef must be a finite number"),
         (PerturbationAblation(0, 0.01, 0), "steps must be at least 1"),
         (PerturbationClamping(0, math.nan, 0.1, 2), "target must be a finite number"),
+        (PenalisedPerturbation(0, -1.0, 0.1, 2), "the penalty must be 0 or more"),
     ]
     for setting, message in bad:
         with pytest.raises(ConfigError, match=message) as info:
@@ -261,6 +270,52 @@ def test_settings_are_validated_with_one_line_errors(world):
         expand_sweep("many_layer_ablation", 0, [1.0, math.nan])
     with pytest.raises(ConfigError, match="give the number of gradient steps"):
         expand_sweep("perturbation_ablation", 0, [0.01])
+    with pytest.raises(ConfigError, match="give the fixed learning rate"):
+        expand_sweep("penalised_perturbation", 0, [1.0], steps=3)
+
+
+def test_penalty_zero_is_perturbation_ablation(world, feature):
+    """Penalised perturbation at penalty 0 is perturbation ablation: no stray gradient from the penalty's |.| at 0."""
+    bridge, crosscoder, prompts = world
+    settings = [PerturbationAblation(feature, 0.05, 3), PenalisedPerturbation(feature, 0.0, 0.05, 3), PenalisedPerturbation(feature, 0.3, 0.05, 3)]
+    result = generate(bridge, crosscoder, prompts, settings, max_new_tokens=2, record_activations=True, progress=False)
+    for k in range(len(prompts)):
+        torch.testing.assert_close(result.activations[1][k], result.activations[0][k], atol=0, rtol=0)
+        assert (result.activations[2][k] - result.activations[0][k]).abs().max() > 1e-3
+    # A moderate penalty trades target suppression for fewer other changes (on this world, 0.72 -> 0.40;
+    # larger penalties overshoot at this learning rate and change more again).
+    other, target = result.other_feature_change.mean(1), result.target_activation.mean(1)
+    assert other[2] < 0.8 * other[0] and target[2] > target[0]
+
+
+def test_log_bisection_finds_the_smallest_value_reaching_the_goal():
+    thresholds_C = torch.tensor([0.3, 7.0, 500.0], dtype=torch.float64)
+    values_C, reached_C = log_bisect(lambda v_C: v_C >= thresholds_C, 3, low=0.01, high=100.0, iterations=20)
+    assert reached_C.tolist() == [True, True, False]
+    assert (values_C[:2] >= thresholds_C[:2]).all()
+    torch.testing.assert_close(values_C[:2], thresholds_C[:2], rtol=1e-4, atol=0)
+    assert values_C[2] == 100.0
+
+
+@pytest.mark.parametrize("ablate", [True, False])
+def test_calibration_reaches_its_goal_just_above_the_value_found(world, feature, ablate):
+    """The calibrated setting brings the remaining activation to the goal; a value 10% smaller does
+    not. On this random world no scale (coefficient) at blocks.1.hook_resid_post does: it gets `high`."""
+    bridge, crosscoder, prompts = world
+    intervention = "single_layer_ablation" if ablate else "single_layer_steering"
+    found = calibrate(bridge, crosscoder, prompts, STARTS, intervention, feature, HOOKPOINTS[1:3], ablate=ablate, fraction=0.2,
+                      target=4.0, low=0.01, high=100.0, iterations=12)
+    assert found.reached == [True, False]
+    calibrated = found.settings[0]
+    parameter = "scale" if ablate else "coef"
+    assert getattr(found.settings[1], parameter) == 100.0
+    smaller = replace(calibrated, **{parameter: getattr(calibrated, parameter) * 0.9})
+    result = generate(bridge, crosscoder, prompts, [calibrated, smaller], max_new_tokens=1, starts=STARTS, progress=False)
+    remaining, remaining_smaller = result.target_activation.mean(1).tolist()
+    if ablate:
+        assert 0 < found.goal and remaining <= found.goal < remaining_smaller
+    else:
+        assert found.goal == 4.0 and remaining >= found.goal > remaining_smaller
 
 
 def test_sweep_expansion():
@@ -273,3 +328,8 @@ def test_sweep_expansion():
     ]
     assert expand_sweep("perturbation_clamping", 1, [0.01], steps=15, target=2.0) == [PerturbationClamping(1, 2.0, 0.01, 15)]
     assert expand_sweep("many_layer_steering", 0, [-1, 1]) == [ManyLayerSteering(0, -1.0), ManyLayerSteering(0, 1.0)]
+    assert expand_sweep("penalised_perturbation", 2, [0, 1], lr=0.02, steps=15) == [
+        PenalisedPerturbation(2, 0.0, 0.02, 15), PenalisedPerturbation(2, 1.0, 0.02, 15)
+    ]
+    assert expand_sweep("gradient_steering", 1, [2]) == [GradientSteering(1, 2.0)]
+    assert expand_sweep("gradient_ablation", 1, [2]) == [GradientAblation(1, 2.0)]

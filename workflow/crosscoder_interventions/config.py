@@ -24,7 +24,7 @@ from crosscoder_interventions.crosscoder import CheckpointInfo, checkpoint_info,
 from crosscoder_interventions.data import DataSource, check_data_source, read_examples
 from crosscoder_interventions.discovery import check_feature_ids, discovery_texts
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.experiment import deployment_prompts
+from crosscoder_interventions.experiment import calibration_prompts, check_calibration
 from crosscoder_interventions.lm_training import MODEL_DEFAULTS
 from crosscoder_interventions.models import check_hub_source, check_model_source, hookpoint_names, is_hub_id, resolve_hookpoints
 from crosscoder_interventions.synthetic import check_synthetic
@@ -206,11 +206,12 @@ def check_embedded_world(config: dict[str, Any]) -> None:
     n_deployment = round(corpus["n_eval"] * corpus["deployment_fraction"])  # as corpus.generate_corpus counts them
     if n_deployment == 0:
         raise ConfigError("embedded_world.corpus: the evaluation split would have no deployment examples; raise deployment_fraction or n_eval.")
-    n_prompts = config["generation"]["n_prompts"]
-    if n_prompts > n_deployment:
+    n_prompts, n_calibration = config["generation"]["n_prompts"], config["generation"]["calibration"]["n_prompts"]
+    if n_prompts + n_calibration > n_deployment:
         raise ConfigError(
-            f"generation.n_prompts={n_prompts} but the embedded evaluation split has {n_deployment} deployment examples "
-            f"(n_eval={corpus['n_eval']} x deployment_fraction={corpus['deployment_fraction']}); lower n_prompts or raise n_eval."
+            f"generation.n_prompts={n_prompts} and generation.calibration.n_prompts={n_calibration} but the embedded evaluation split has "
+            f"{n_deployment} deployment examples (n_eval={corpus['n_eval']} x deployment_fraction={corpus['deployment_fraction']}); "
+            "lower them or raise n_eval."
         )
 
 
@@ -253,6 +254,7 @@ def check_not_outputs(provided: list[str], outputs: list[tuple[str, str]], is_pr
 def check_startup(config: dict[str, Any]) -> None:
     """Everything that can be checked before the first job, for either world, without the network
     and without the artefacts a user brings to an external world (so that a dry run plans without them)."""
+    check_calibration(config["generation"]["calibration"])
     if config["benchmark"].get("synthetic") is not None:
         check_synthetic(config["benchmark"]["synthetic"], config["benchmark"]["max_new_tokens"])
     if config["world"] == "embedded":
@@ -299,7 +301,8 @@ def check_datasets(config: dict[str, Any], sources: WorldSources) -> None:
     """Both datasets hold what discovery and generation take from them, read as the jobs will read them."""
     for what, data, check in (
         ("training dataset", sources.train_data, lambda frame: discovery_texts(frame, config["discovery"]["n_examples"])),
-        ("evaluation dataset", sources.eval_data, lambda frame: deployment_prompts(frame, config["generation"]["n_prompts"])),
+        ("evaluation dataset", sources.eval_data,
+         lambda frame: calibration_prompts(frame, config["generation"]["n_prompts"], config["generation"]["calibration"]["n_prompts"])),
     ):
         frame = read_examples(data)
         try:

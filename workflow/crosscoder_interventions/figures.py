@@ -1,6 +1,7 @@
 """The intervention curves (seaborn style, PNG): one figure per feature, mode and metric, one panel
 per method, the metric against the method's hyperparameter with SEM error bars, single-layer
-methods one line per hookpoint, and the reference rows as labelled dashed lines."""
+methods one line per hookpoint, and the reference rows as labelled dashed lines. A calibrated
+method's rows are stars in its naive method's panel, at the value calibration found."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator, SymmetricalLogLocator  # noqa: E402
 
-from crosscoder_interventions.experiment import INTERVENTIONS, METHODS  # noqa: E402
+from crosscoder_interventions.experiment import CALIBRATED, INTERVENTIONS, methods_of  # noqa: E402
 from crosscoder_interventions.scoring import BASELINE_LABELS, hookpoint_rank, reference_values  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -75,9 +76,12 @@ def draw_metric(summary: pd.DataFrame, mode: str, feature: int, metric: str) -> 
     column, sem_column, label, share_y = METRICS[metric]
     references = reference_values(summary, column)
     rows = summary[(summary["mode"] == mode) & (summary["feature"] == feature)]
-    fig, axes = plt.subplots(1, len(METHODS), figsize=(15, 5.2), sharey=share_y)
+    methods = [method for method in methods_of(mode) if method not in CALIBRATED]
+    calibrated_of = {naive: calibrated for calibrated, naive in CALIBRATED.items()}
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods) + 1, 5.2), sharey=share_y, squeeze=False)
+    axes = axes[0]
     hookpoint_handles: dict[str, object] = {}
-    for ax, method in zip(axes, METHODS):
+    for ax, method in zip(axes, methods):
         data = rows[rows["method"] == method]
         ax.set_title(INTERVENTIONS[(mode, method)].replace("_", " "))
         for reference, value in references.items():
@@ -88,13 +92,25 @@ def draw_metric(summary: pd.DataFrame, mode: str, feature: int, metric: str) -> 
             continue
         lines = sorted(data.groupby("hookpoint", dropna=False, sort=False), key=lambda item: hookpoint_rank(item[0]))
         palette = sns.color_palette("blend:#9ecae1,#08306b", len(lines)) if len(lines) > 1 else [METHOD_COLOUR]
+        colour_of = {}
         for index, ((hookpoint, line), colour) in enumerate(zip(lines, palette)):
+            colour_of[hookpoint if isinstance(hookpoint, str) else None] = colour
             line = line.sort_values("value")
             marker = HOOKPOINT_MARKERS[index % len(HOOKPOINT_MARKERS)] if len(lines) > 1 else "o"
             handle = ax.errorbar(line["value"], line[column], yerr=line[sem_column].fillna(0), marker=marker, ms=5, capsize=3,
                                  lw=1.5, color=colour)
             if isinstance(hookpoint, str):
                 hookpoint_handles[_short_hookpoint(hookpoint)] = handle
+        calibrated = rows[rows["method"] == calibrated_of.get(method)]
+        for row in calibrated.itertuples():
+            hookpoint = row.hookpoint if isinstance(row.hookpoint, str) else None
+            ax.errorbar([row.value], [getattr(row, column)], yerr=[0 if pd.isna(getattr(row, sem_column)) else getattr(row, sem_column)],
+                        marker="*", ms=13, mec="black", mew=0.6, capsize=3, ls="none", color=colour_of.get(hookpoint, METHOD_COLOUR))
+            # No tick falls at a calibrated value: write it beside its star.
+            ax.annotate(f"{row.value:.3g}", (row.value, getattr(row, column)), xytext=(5, 4), textcoords="offset points", fontsize=7)
+        if not calibrated.empty:
+            star = Line2D([], [], marker="*", ms=11, mec="black", mew=0.6, ls="none", color=METHOD_COLOUR)
+            ax.legend([star], ["calibrated"], loc="best", fontsize=8)
         _set_x_axis(ax, data["value"])
         if not share_y and data[column].max() > DIVERGED:
             # A diverging setting (a perturbation whose learning rate overshoots) would flatten the rest.

@@ -15,7 +15,10 @@ How it stays exact while using a key/value cache:
   padding reaches neither attention, nor positions, nor the diagnostics.
 - Zero decisions cost nothing: where run(t) decides no modification (f_i(t) = 0 for the naive
   ablations; for perturbation ablation too, since the gradient of f_i is zero where its JumpReLU is
-  off, so delta stays 0 through every step), run(t) is the intervened position itself.
+  off, so delta stays 0 through every step; and for penalised perturbation, whose penalty is then
+  |f_j - f_j(run(t))| = 0 with gradient 0), run(t) is the intervened position itself.
+- Gradient ablation and steering need no decisions either: their direction, the normalised encoder
+  column W_enc[:, :, i], is that of every position (see `interventions`).
 - One generated position: a run pass, kept as the position's slot. Only if some row decides a
   modification is the slot redone with the decisions (the perturbation's gradient steps run for
   those rows alone). Steering needs no decisions: one pass with the modification.
@@ -47,8 +50,11 @@ from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.interventions import (
+    GRADIENT_METHODS,
+    GradientAblation,
     Intervention,
     ManyLayerAblation,
+    PenalisedPerturbation,
     PerturbationAblation,
     PerturbationClamping,
     Plain,
@@ -108,8 +114,8 @@ class _Plan:
 
     kind: str
     labels: list[str]
-    coef_RP: torch.Tensor  # steering: coef * mask; naive: -scale * mask
-    direction_RPD: torch.Tensor  # W_dec[i]
+    coef_RP: torch.Tensor  # steering: coef * mask; naive: -scale * mask; gradient ablation: -coef
+    direction_RPD: torch.Tensor  # W_dec[i]; the gradient methods' W_enc[:, :, i] / ||W_enc[:, :, i]||
     encoder_RPD: torch.Tensor  # W_enc[:, :, i]
     bias_R: torch.Tensor
     threshold_R: torch.Tensor
@@ -117,6 +123,8 @@ class _Plan:
     lr_R: torch.Tensor
     target_R: torch.Tensor
     clamp_R: torch.Tensor  # perturbation loss: (h_i - target)^2 where True, f_i where False
+    penalty_R: torch.Tensor  # perturbation loss: + penalty * sum_{j != i} |f_j - f_j(run(t))|
+    feature_R: torch.Tensor
     steps: int
 
     def rows(self, index_R: torch.Tensor) -> _Plan:
@@ -160,7 +168,7 @@ class _Slots:
 def _kind(setting: Intervention) -> tuple[str, int]:
     if isinstance(setting, (SingleLayerAblation, ManyLayerAblation)):
         return "naive", 0
-    if isinstance(setting, (PerturbationAblation, PerturbationClamping)):
+    if isinstance(setting, (PerturbationAblation, PerturbationClamping, PenalisedPerturbation)):
         return "perturb", setting.steps
     return "fixed", 0
 
@@ -322,16 +330,24 @@ def _plan(rows: Sequence[_Row], crosscoder: nn.Module) -> _Plan:
     def coef_P(setting: Intervention) -> torch.Tensor:
         if isinstance(setting, (SingleLayerAblation, ManyLayerAblation)):
             return -setting.scale * unit_mask_P(setting, hookpoints)
+        if isinstance(setting, GradientAblation):
+            return -setting.coef * unit_mask_P(setting, hookpoints)
         if isinstance(setting, Plain) or not hasattr(setting, "coef"):
             return torch.zeros(len(hookpoints))
         return setting.coef * unit_mask_P(setting, hookpoints)
+
+    def direction_PD(setting: Intervention, feature: int) -> torch.Tensor:
+        if isinstance(setting, GRADIENT_METHODS):
+            encoder_PD = W_enc_PDF[:, :, feature]
+            return encoder_PD / encoder_PD.norm()
+        return W_dec_FPD[feature]
 
     settings = [row.setting for row in rows]
     return _Plan(
         kind=_kind(settings[0])[0],
         labels=[label(setting) for setting in settings],
         coef_RP=torch.stack([coef_P(setting) for setting in settings]).to(**as_float),
-        direction_RPD=W_dec_FPD[features],
+        direction_RPD=torch.stack([direction_PD(setting, feature) for setting, feature in zip(settings, features)]),
         encoder_RPD=W_enc_PDF[:, :, features].permute(2, 0, 1),
         bias_R=crosscoder.b_enc_F.detach()[features],
         threshold_R=crosscoder.log_threshold_F.detach()[features].exp(),
@@ -339,6 +355,8 @@ def _plan(rows: Sequence[_Row], crosscoder: nn.Module) -> _Plan:
         lr_R=torch.tensor([float(getattr(setting, "lr", 0.0)) for setting in settings], **as_float),
         target_R=torch.tensor([float(getattr(setting, "target", 0.0)) for setting in settings], **as_float),
         clamp_R=torch.tensor([isinstance(setting, PerturbationClamping) for setting in settings], device=W_dec_FPD.device),
+        penalty_R=torch.tensor([float(getattr(setting, "penalty", 0.0)) for setting in settings], **as_float),
+        feature_R=torch.tensor(features, device=W_dec_FPD.device),
         steps=_kind(settings[0])[1],
     )
 
@@ -372,17 +390,29 @@ def _descend(
     engine: _Engine, plan: _Plan, slots: _Slots, tokens_RQ: torch.Tensor, pos_RQ: torch.Tensor, applies_RQ: torch.Tensor
 ) -> torch.Tensor:
     """The perturbation delta (R, Q, P, D) of every query: `steps` gradient steps on run(t) over the
-    slots' (intervened) prefix. Queries do not see each other, so each gets its own gradient."""
+    slots' (intervened) prefix. Queries do not see each other, so each gets its own gradient. The
+    first step's delta is 0, so its encoding is that of run(t), the penalty's reference."""
     dead_RQ = torch.zeros_like(applies_RQ)
     delta_RQPD = plan.direction_RPD.new_zeros(*tokens_RQ.shape, *plan.direction_RPD.shape[1:])
     on_RQ = applies_RQ.to(delta_RQPD.dtype)
-    for _ in range(plan.steps):
+    penalised = bool(plan.penalty_R.any())
+    if penalised:
+        n_features = engine.crosscoder.b_enc_F.shape[0]
+        others_RF = torch.ones(len(plan.feature_R), n_features, dtype=delta_RQPD.dtype, device=delta_RQPD.device)
+        others_RF[torch.arange(len(plan.feature_R), device=delta_RQPD.device), plan.feature_R] = 0
+    for step in range(plan.steps):
         delta_RQPD.requires_grad_(True)
         with torch.enable_grad():
             _, acts_RQPD, _ = engine.forward(slots, tokens_RQ, pos_RQ, dead_RQ, delta_RQPD, keep=False)
             h_RQ = _pre_activation_RQ(plan, acts_RQPD)
             f_RQ = h_RQ * (h_RQ > plan.threshold_R[:, None])
             loss_RQ = torch.where(plan.clamp_R[:, None], (h_RQ - plan.target_R[:, None]) ** 2, f_RQ) * on_RQ
+            if penalised:
+                f_RQF = engine.crosscoder.encode(acts_RQPD)
+                if step == 0:
+                    plain_RQF = f_RQF.detach()
+                change_RQ = ((f_RQF - plain_RQF).abs() * others_RF[:, None]).sum(-1)
+                loss_RQ = loss_RQ + plan.penalty_R[:, None] * change_RQ * on_RQ
             (grad_RQPD,) = torch.autograd.grad(loss_RQ.sum(), delta_RQPD)
         delta_RQPD = (delta_RQPD - plan.lr_R[:, None, None, None] * grad_RQPD).detach()
         _check_finite(plan, delta_RQPD.flatten(1).sum(1) + loss_RQ.detach().sum(1), "the perturbation")
@@ -393,7 +423,8 @@ def _needs_work_RQ(plan: _Plan, acts_RQPD: torch.Tensor, applies_RQ: torch.Tenso
     """Where a position run with no modification of its own would decide a nonzero modification.
 
     Elsewhere the decision is zero without further work: f_i = 0 for the naive ablations, and for
-    perturbation ablation the gradient of f_i is zero where the JumpReLU is off, so delta stays 0.
+    perturbation ablation the gradient of f_i is zero where the JumpReLU is off, so delta stays 0
+    (penalised too: at delta = 0 every |f_j - f_j(run(t))| is 0, whose gradient is taken as 0).
     Clamping's loss (h_i - target)^2 has a gradient wherever it applies.
     """
     if plan.kind == "perturb":

@@ -1,4 +1,4 @@
-"""Typed specifications of the six interventions on a crosscoder feature (DESIGN.md section 3).
+"""Typed specifications of the interventions on a crosscoder feature (DESIGN.md sections 3 and 9).
 
 Each method is a frozen dataclass holding the target feature and its hyperparameters. `Plain` is the
 un-intervened baseline, so that baselines go through the same generation code. `validate` checks a
@@ -6,9 +6,14 @@ setting against a crosscoder and raises one-line `ConfigError`s; `expand_sweep` 
 list of values (and hookpoints, for the single-layer methods) into settings.
 
 Where an intervention acts:
-- ablations (naive single-layer, naive many-layer, perturbation) act at every position of prompt and
-  generation;
-- steering and clamping act from a per-prompt start position through the end of generation.
+- ablations (naive single-layer, naive many-layer, perturbation, penalised perturbation, gradient
+  ablation) act at every position of prompt and generation;
+- steering, clamping and gradient steering act from a per-prompt start position through the end of
+  generation.
+
+Gradient ablation and steering use g = dh_i/dx with each hookpoint's activation an input of the
+encoder: for a crosscoder's linear encoder that is W_enc[:, :, i] at every position, so they add the
+normalised encoder column at every hookpoint, on top of what earlier modifications propagated.
 """
 
 from __future__ import annotations
@@ -97,6 +102,38 @@ class PerturbationClamping:
     acts_from_start: ClassVar[bool] = True
 
 
+@dataclass(frozen=True)
+class PenalisedPerturbation:
+    """As PerturbationAblation, loss f_i(t) + penalty * sum_{j != i} |f_j(t) - f_j(run(t))|; |.|'s gradient at 0 is 0."""
+
+    feature: int
+    penalty: float
+    lr: float
+    steps: int
+    method: ClassVar[str] = "penalised_perturbation"
+    acts_from_start: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class GradientAblation:
+    """x(t) <- x(t) - coef * g / ||g||, g = dh_i/dx(t) over all hookpoints together (W_enc[:, :, i])."""
+
+    feature: int
+    coef: float
+    method: ClassVar[str] = "gradient_ablation"
+    acts_from_start: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class GradientSteering:
+    """x(t) <- x(t) + coef * g / ||g||, g = dh_i/dx(t) over all hookpoints together (W_enc[:, :, i])."""
+
+    feature: int
+    coef: float
+    method: ClassVar[str] = "gradient_steering"
+    acts_from_start: ClassVar[bool] = True
+
+
 Intervention = (
     Plain
     | SingleLayerAblation
@@ -105,6 +142,9 @@ Intervention = (
     | SingleLayerSteering
     | ManyLayerSteering
     | PerturbationClamping
+    | PenalisedPerturbation
+    | GradientAblation
+    | GradientSteering
 )
 METHODS: dict[str, type] = {
     cls.method: cls
@@ -116,6 +156,9 @@ METHODS: dict[str, type] = {
         SingleLayerSteering,
         ManyLayerSteering,
         PerturbationClamping,
+        PenalisedPerturbation,
+        GradientAblation,
+        GradientSteering,
     )
 }
 SINGLE_LAYER_METHODS = {SingleLayerAblation.method, SingleLayerSteering.method}
@@ -127,7 +170,11 @@ SWEPT_PARAMETER = {
     SingleLayerSteering.method: "coef",
     ManyLayerSteering.method: "coef",
     PerturbationClamping.method: "lr",
+    PenalisedPerturbation.method: "penalty",
+    GradientAblation.method: "coef",
+    GradientSteering.method: "coef",
 }
+GRADIENT_METHODS = (GradientAblation, GradientSteering)
 
 
 def label(setting: Intervention) -> str:
@@ -151,10 +198,12 @@ def validate(setting: Intervention, crosscoder: nn.Module) -> None:
             f"{label(setting)}: the crosscoder has no hookpoint '{hookpoint}'; it has {', '.join(crosscoder.hookpoints)}."
         )
     for name, value in vars(setting).items():
-        if name in {"scale", "coef", "lr", "target"} and not math.isfinite(value):
+        if name in {"scale", "coef", "lr", "target", "penalty"} and not math.isfinite(value):
             raise ConfigError(f"{label(setting)}: {name} must be a finite number, got {value}.")
     if hasattr(setting, "lr") and setting.lr <= 0:
         raise ConfigError(f"{label(setting)}: the learning rate must be positive, got {setting.lr}.")
+    if hasattr(setting, "penalty") and setting.penalty < 0:
+        raise ConfigError(f"{label(setting)}: the penalty must be 0 or more, got {setting.penalty}.")
     if hasattr(setting, "steps") and setting.steps < 1:
         raise ConfigError(f"{label(setting)}: steps must be at least 1, got {setting.steps}.")
 
@@ -178,10 +227,12 @@ def expand_sweep(
     hookpoints: Sequence[str] = (),
     steps: int | None = None,
     target: float | None = None,
+    lr: float | None = None,
 ) -> list[Intervention]:
-    """One setting per value of the method's swept parameter (scale, coef or lr), times hookpoints for single-layer methods.
+    """One setting per value of the method's swept parameter (scale, coef, lr or penalty), times hookpoints for single-layer methods.
 
-    Perturbation methods take `steps` (and clamping its `target`) as fixed parameters of the sweep.
+    Perturbation methods take `steps` (clamping its `target`, penalised perturbation its `lr`) as
+    fixed parameters of the sweep.
     The order is hookpoint-major, then value.
     """
     if method not in SWEPT_PARAMETER:
@@ -190,7 +241,7 @@ def expand_sweep(
         if not math.isfinite(value):
             raise ConfigError(f"{method} sweep: value {value} is not a finite number.")
     fixed: dict[str, object] = {"feature": feature}
-    if method in {PerturbationAblation.method, PerturbationClamping.method}:
+    if method in {PerturbationAblation.method, PerturbationClamping.method, PenalisedPerturbation.method}:
         if steps is None:
             raise ConfigError(f"{method} sweep: give the number of gradient steps (steps).")
         fixed["steps"] = steps
@@ -198,6 +249,10 @@ def expand_sweep(
         if target is None:
             raise ConfigError(f"{method} sweep: give the clamping target (target).")
         fixed["target"] = target
+    if method == PenalisedPerturbation.method:
+        if lr is None:
+            raise ConfigError(f"{method} sweep: give the fixed learning rate (lr).")
+        fixed["lr"] = lr
     parameter = SWEPT_PARAMETER[method]
     if method in SINGLE_LAYER_METHODS:
         if not hookpoints:

@@ -4,7 +4,8 @@ One prompt at a time, no padding, no key/value cache. For every position t:
 1. run(t): the model on tokens[:t+1] with the modifications already decided for positions < t
    re-applied, and none at t;
 2. decide the modification of t from run(t) (nothing to decide for steering; f_i(t) for the naive
-   ablations; `steps` gradient steps, each a fresh forward of tokens[:t+1], for the perturbations);
+   ablations; dh_i/dx(t) by autograd for the gradient methods; `steps` gradient steps, each a fresh
+   forward of tokens[:t+1], for the perturbations, the penalised one against the encoding of run(t));
 3. redo: the model on tokens[:t+1] with the modification at t as well. Its activations at t are the
    intervened activations of t, and its logits at t choose token t+1 (greedy).
 
@@ -27,9 +28,12 @@ from torch import nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from crosscoder_interventions.interventions import (
+    GRADIENT_METHODS,
+    GradientAblation,
     Intervention,
     ManyLayerAblation,
     ManyLayerSteering,
+    PenalisedPerturbation,
     PerturbationAblation,
     PerturbationClamping,
     Plain,
@@ -101,6 +105,18 @@ def decide(
         _, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
         f_i = crosscoder.encode(acts_SPD[t][None])[0, setting.feature]
         return -setting.scale * f_i * mask_P1 * direction_PD
+    if isinstance(setting, GRADIENT_METHODS):
+        # Each hookpoint's activation an input of the encoder, not a function of the earlier ones.
+        _, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
+        x_PD = acts_SPD[t].detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g_PD,) = torch.autograd.grad(crosscoder.encode_pre(x_PD[None])[0, setting.feature], x_PD)
+        sign = -1.0 if isinstance(setting, GradientAblation) else 1.0
+        return sign * setting.coef * g_PD / g_PD.norm()
+    if isinstance(setting, PenalisedPerturbation):
+        _, plain_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
+        f_plain_F = crosscoder.encode(plain_SPD[t][None])[0]
+        others_F = torch.arange(f_plain_F.shape[0], device=f_plain_F.device) != setting.feature
     delta_PD = torch.zeros_like(mods_SPD[t])
     for _ in range(setting.steps):
         delta_PD.requires_grad_(True)
@@ -109,6 +125,10 @@ def decide(
             _, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, trial_SPD)
             if isinstance(setting, PerturbationAblation):
                 loss = crosscoder.encode(acts_SPD[t][None])[0, setting.feature]
+            elif isinstance(setting, PenalisedPerturbation):
+                f_F = crosscoder.encode(acts_SPD[t][None])[0]
+                # torch's |.| has gradient 0 at 0: where delta is 0, f = f_plain and only f_i pulls.
+                loss = f_F[setting.feature] + setting.penalty * (f_F - f_plain_F)[others_F].abs().sum()
             else:
                 loss = (crosscoder.encode_pre(acts_SPD[t][None])[0, setting.feature] - setting.target) ** 2
             (grad_PD,) = torch.autograd.grad(loss, delta_PD)

