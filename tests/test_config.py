@@ -206,7 +206,7 @@ def test_schema_refuses(default_config, key, value, message):
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("embedded_world.model.num_heads", 3, r"num_heads=3 does not divide hidden_size=128"),
-    ("generation.n_prompts", 121, r"generation\.n_prompts=121 but the embedded evaluation split has 120 deployment examples"),
+    ("generation.n_prompts", 121, r"generation\.n_prompts=121 and generation\.calibration\.n_prompts=8 but the embedded evaluation split has 120 deployment"),
 ])
 def test_embedded_cross_key_constraints(default_config, key, value, message):
     _set(default_config, key, value)
@@ -280,7 +280,7 @@ DATASET_DAMAGE = {
     "no deployment rows": ("eval", lambda: _corpus().assign(is_training=True), r"^evaluation dataset '.*': the evaluation data has 0 deployment examples"),
     "empty file": ("eval", lambda: _corpus().iloc[:0], r"^dataset '.*' has no rows"),
     "no Story: marker": ("eval", lambda: _corpus().assign(text=lambda f: f["text"].str.replace("Story:", "Tale:")), r"deployment example 0 of the evaluation data has no 'Story:' marker"),
-    "too few prompts": ("eval", lambda: _corpus(6), r"has 3 deployment examples .* but 4 prompts are asked for; lower n_prompts"),
+    "too few prompts": ("eval", lambda: _corpus(6), r"has 3 deployment examples: too few for 4 evaluation and 8 calibration prompts; lower generation\.calibration\.n_prompts"),
     "train without is_training": ("train", lambda: _corpus().drop(columns="is_training"), r"^dataset '.*' lacks the column\(s\) is_training"),
     "train without deployment": ("train", lambda: _corpus().assign(is_training=True), r"^training dataset '.*': the dataset has no deployment examples"),
     "is_training as text": ("train", lambda: _corpus().assign(is_training=lambda f: f["is_training"].map(str)), r"is_training holds \w+ values; it must be boolean"),

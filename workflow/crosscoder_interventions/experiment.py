@@ -79,13 +79,13 @@ def deployment_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
 
 def calibration_prompts(eval_frame: pd.DataFrame, n_prompts: int, n_calibration: int) -> list[str]:
     """The `n_calibration` deployment prompts after the first `n_prompts` (the evaluation prompts)."""
-    prompts = deployment_prompts(eval_frame, n_prompts + n_calibration)[n_prompts:]
-    if len(prompts) < n_calibration:
+    n_deployment = int((~eval_frame["is_training"].astype(bool)).sum())
+    if n_deployment < n_prompts + n_calibration:
         raise ConfigError(
-            f"the evaluation data has {n_prompts + len(prompts)} deployment examples: too few for {n_prompts} evaluation and "
+            f"the evaluation data has {n_deployment} deployment examples: too few for {n_prompts} evaluation and "
             f"{n_calibration} calibration prompts; lower generation.calibration.n_prompts or generation.n_prompts."
         )
-    return prompts
+    return deployment_prompts(eval_frame, n_prompts + n_calibration)[n_prompts:]
 
 
 def tokenise_prompts(
