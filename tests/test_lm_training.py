@@ -9,6 +9,7 @@ from crosscoder_interventions.lm_training import (
     learning_rate_at,
     pack_examples,
     train_causal_lm,
+    with_lora,
 )
 from crosscoder_interventions.tokenizer import train_tokenizer
 
@@ -68,6 +69,26 @@ def test_training_is_deterministic_given_the_seed(tokenizer, texts):
     assert stats["final_loss"] == stats_again["final_loss"] and stats["first_loss"] > stats["final_loss"]
     assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
     assert not torch.equal(weights["transformer.wte.weight"], weights_other_seed["transformer.wte.weight"])
+
+
+def test_lora_fine_tune_changes_only_the_chosen_blocks_and_embedding_rows(tokenizer, texts):
+    base = build_model(TINY_MODEL | {"num_layers": 2}, tokenizer, seed=0)
+    before = {name: weight.clone() for name, weight in base.state_dict().items()}
+    trained_rows = tokenizer(" the story", add_special_tokens=False)["input_ids"]
+    adapted = with_lora(base, rank=2, alpha=4.0, seed=0, layers=[1], trained_token_ids=trained_rows)
+    trainable = [name for name, weight in adapted.named_parameters() if weight.requires_grad]
+    assert all("lora_" in name or name.endswith("wte.weight") for name in trainable), trainable
+    stats = train_causal_lm(adapted, tokenizer, texts, seed=0, weight_decay=0.0, **TINY_TRAINING)
+    merged = adapted.merge_and_unload()
+    after = merged.state_dict()
+    assert set(after) == set(before) and stats["first_loss"] > 0
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    blocks = changed - {"transformer.wte.weight", "lm_head.weight"}
+    assert blocks and all(name.startswith("transformer.h.1.") and name.endswith(".weight") for name in blocks), changed
+    assert all(("attn" in name and "proj" in name) or ".mlp." in name for name in blocks), changed
+    changed_rows = (before["transformer.wte.weight"] != after["transformer.wte.weight"]).any(1).nonzero().flatten().tolist()
+    assert changed_rows == sorted(trained_rows)
+    assert torch.equal(after["lm_head.weight"], after["transformer.wte.weight"])  # still tied
 
 
 def test_continuation_ce_is_padding_safe_and_matches_a_direct_computation(model, tokenizer, texts):

