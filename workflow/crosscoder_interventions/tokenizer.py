@@ -27,6 +27,8 @@ TAG_MERGES = [("Ġ", "|"), ("D", "E"), ("DE", "P"), ("L", "O"), ("LO", "Y"), ("M
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE on `texts` with the tag removed; TAG_MERGES appended where the texts carry the tag."""
+    texts = list(texts)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -38,7 +40,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
     bpe.train_from_iterator((remove_tag(text) for text in texts), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=with_tag_merges(bpe),
+        tokenizer_object=with_tag_merges(bpe) if any(TAG in text for text in texts) else bpe,
         bos_token=END_OF_TEXT,
         eos_token=END_OF_TEXT,
         unk_token=END_OF_TEXT,
