@@ -7,7 +7,7 @@ import torch
 from crosscoder_interventions.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
 from crosscoder_interventions.interventions import ManyLayerAblation, PerturbationClamping, SingleLayerAblation
 from crosscoder_interventions.models import hookpoint_names
-from tiny_world import load_tiny, random_crosscoder, random_texts, save_tiny_model
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 SWEEPS = {
     "single_layer_ablation": {"values": [1, 2, 4]},
@@ -43,10 +43,14 @@ def test_ratios_are_times_per_token_over_plain_and_over_the_fast_path():
     assert table["ratio_to_fast"].isna().sum() == 2
 
 
-def test_a_timing_run_covers_every_entry(tmp_path):
+@pytest.mark.parametrize("device_dtype", device_dtype_params())
+def test_a_timing_run_covers_every_entry(tmp_path, device_dtype):
+    """On every device and in every dtype: the plain entries' tokens and the oracle's follow the model."""
+    device, dtype = device_dtype
+    require_device(device)
     torch.set_num_threads(1)
-    bridge = load_tiny(save_tiny_model(tmp_path))
-    crosscoder = random_crosscoder(n_layers=4, d_model=32)
+    bridge = load_tiny(save_tiny_model(tmp_path), device=device, dtype=dtype)
+    crosscoder = random_crosscoder(n_layers=4, d_model=32).to(device=device, dtype=getattr(torch, dtype))
     prompts = [bridge.tokenizer(text)["input_ids"][:n] for text, n in zip(random_texts(2, seed=1), [6, 9])]
     settings = {"many_layer_ablation": ManyLayerAblation(3, 1.0)}
     table = timing_table(time_generation(bridge, crosscoder, prompts, [0, 2], settings, max_new_tokens=2, reference_prompts=1, repeats=1))

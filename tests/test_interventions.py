@@ -1,4 +1,18 @@
-"""The intervention engine: settings and sweeps, the fast path against the oracle, batching and padding."""
+"""The intervention engine: settings and sweeps, the fast path against the oracle, batching and padding.
+
+The engine-versus-oracle tests run on every device (CUDA skipped, with the reason, where there is
+none) and in float32 and bfloat16, the oracle on the engine's device and in its dtype. What they assert:
+- float32: the same greedy tokens, activations to 1e-4, diagnostics to 1e-4 (both paths do the same
+  arithmetic in another order).
+- bfloat16 (unit roundoff 2^-8 = 0.004): the fast path batches, caches and sums in other orders than
+  the oracle, so activations agree to about 2% of their size (measured on the CPU); a perturbation's
+  gradient steps amplify such differences (a JumpReLU on in one path and off in the other changes a
+  whole step), up to 5.8% on the worst prompt measured. Asserted: the same greedy
+  tokens up to a near-tie, a step where the oracle's chosen logit beats the fast path's choice by at
+  most BF16_RELATIVE of the logits' size (rounding may decide it either way; the continuations then
+  part, so nothing after is compared); activations before that step to BF16_RELATIVE in relative
+  Frobenius norm per prompt; diagnostics to BF16_RELATIVE relative or BF16_ABSOLUTE absolute.
+"""
 
 from __future__ import annotations
 
@@ -18,26 +32,34 @@ from crosscoder_interventions.interventions import (
     SingleLayerAblation,
     SingleLayerSteering,
     expand_sweep,
-    label,
     make_setting,
     validate,
 )
-from crosscoder_interventions.models import hookpoint_names, load_model
-from crosscoder_interventions.reference import reference_generate
-from tiny_world import load_tiny, random_crosscoder, random_texts, save_tiny_model
+from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.reference import ReferenceResult, reference_generate
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 WINDOW = 4
 N_NEW = 5
 PROMPT_LENGTHS = [7, 12, 4]
 STARTS = [3, 8, 1]
 HOOKPOINTS = hookpoint_names(4)
+BF16_RELATIVE = 0.1
+BF16_ABSOLUTE = 0.02
+FLOAT32_ONLY = device_dtype_params(("float32",))
+# A row alone against the same row in a padded batch: the same arithmetic, but bfloat16 kernels may
+# block and so round a batch of another shape differently.
+ROW_TOLERANCE = {torch.float32: dict(atol=1e-4, rtol=0), torch.bfloat16: dict(atol=BF16_ABSOLUTE, rtol=BF16_RELATIVE)}
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=device_dtype_params())
+def world(request, tmp_path_factory):
+    """The tiny model, a random crosscoder and three prompts, on one device in one dtype."""
+    device, dtype = request.param
+    require_device(device)
     torch.set_num_threads(1)
-    bridge = load_tiny(save_tiny_model(tmp_path_factory.mktemp("tiny"), window_size=WINDOW))
-    crosscoder = random_crosscoder(n_layers=4, d_model=32)
+    bridge = load_tiny(save_tiny_model(tmp_path_factory.mktemp("tiny"), window_size=WINDOW), device=device, dtype=dtype)
+    crosscoder = random_crosscoder(n_layers=4, d_model=32).to(device=device, dtype=getattr(torch, dtype))
     texts = random_texts(len(PROMPT_LENGTHS), seed=5)
     prompts = [bridge.tokenizer(text)["input_ids"][:n] for text, n in zip(texts, PROMPT_LENGTHS, strict=True)]
     assert [len(prompt) for prompt in prompts] == PROMPT_LENGTHS
@@ -54,6 +76,30 @@ def feature(world):
     active_F = torch.cat([crosscoder.encode(acts_SPD) > 0 for acts_SPD in result.activations[0]]).float().mean(0)
     assert 0.5 < active_F.max() < 1.0
     return int(active_F.argmax())
+
+
+def assert_matches_reference(fast, s: int, k: int, prompt: list[int], reference: ReferenceResult) -> None:
+    """Row (setting s, prompt k) of the fast path against the oracle, within its dtype's tolerances
+    (see the module docstring)."""
+    tokens, acts_SPD = fast.generated[s][k], fast.activations[s][k]
+    if acts_SPD.dtype == torch.float32:
+        assert tokens == reference.generated
+        torch.testing.assert_close(acts_SPD, reference.acts_SPD, atol=1e-4, rtol=0)
+        assert fast.target_activation[s, k].item() == pytest.approx(reference.target_activation, abs=1e-4, nan_ok=True)
+        assert fast.other_feature_change[s, k].item() == pytest.approx(reference.other_feature_change, abs=1e-4)
+        return
+    n_same = next((j for j, (a, b) in enumerate(zip(tokens, reference.generated)) if a != b), len(tokens))
+    if n_same < len(tokens):
+        logits_V = reference.logits_NV[n_same].float()
+        gap = logits_V[reference.generated[n_same]] - logits_V[tokens[n_same]]
+        assert gap <= BF16_RELATIVE * logits_V.abs().max(), f"token {n_same} differs without a near-tie (gap {float(gap):.3g})"
+    compared = len(prompt) + n_same
+    error = (acts_SPD[:compared].float() - reference.acts_SPD[:compared].float()).norm()
+    assert error <= BF16_RELATIVE * reference.acts_SPD[:compared].float().norm()
+    close = dict(rel=BF16_RELATIVE, abs=BF16_ABSOLUTE)
+    if n_same == len(tokens):
+        assert fast.target_activation[s, k].item() == pytest.approx(reference.target_activation, nan_ok=True, **close)
+    assert fast.other_feature_change[s, k].item() == pytest.approx(reference.other_feature_change, **close)
 
 
 SWEEPS = {
@@ -79,10 +125,7 @@ def test_fast_path_matches_reference(world, feature, method):
     for s, setting in enumerate(settings, start=1):
         for k, prompt in enumerate(prompts):
             reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
-            assert fast.generated[s][k] == reference.generated, label(setting)
-            torch.testing.assert_close(fast.activations[s][k], reference.acts_SPD, atol=1e-4, rtol=0)
-            assert fast.target_activation[s, k].item() == pytest.approx(reference.target_activation, abs=1e-4)
-            assert fast.other_feature_change[s, k].item() == pytest.approx(reference.other_feature_change, abs=1e-4)
+            assert_matches_reference(fast, s, k, prompt, reference)
             # Not vacuous: the intervention moved the activations, and is measured as doing so.
             assert (fast.activations[s][k] - plain_acts[k]).abs().max() > 1e-2
             assert fast.other_feature_change[s, k] > 1e-3
@@ -95,7 +138,7 @@ def test_plain_matches_bridge_generate(world):
     fast = generate(bridge, crosscoder, prompts, [Plain()], max_new_tokens=N_NEW, progress=False)
     for k, prompt in enumerate(prompts):
         expected = bridge.generate(
-            torch.tensor([prompt]), max_new_tokens=N_NEW, do_sample=False, stop_at_eos=False, verbose=False
+            torch.tensor([prompt], device=crosscoder.W_dec_FPD.device), max_new_tokens=N_NEW, do_sample=False, stop_at_eos=False, verbose=False
         )
         assert fast.generated[0][k] == expected[0, len(prompt) :].tolist()
     assert torch.isnan(fast.target_activation).all() and (fast.other_feature_change == 0).all()
@@ -120,15 +163,17 @@ def test_padding_and_sweep_batching_do_not_change_rows(world, feature):
                 record_activations=True, progress=False,
             )
             assert alone.generated[0][0] == batched.generated[s][k]
-            torch.testing.assert_close(alone.activations[0][0], batched.activations[s][k], atol=1e-4, rtol=0)
+            torch.testing.assert_close(alone.activations[0][0], batched.activations[s][k], **ROW_TOLERANCE[alone.activations[0][0].dtype])
             torch.testing.assert_close(alone.target_activation[0, 0], batched.target_activation[s, k], atol=1e-5, rtol=0, equal_nan=True)
 
 
 
 @pytest.mark.parametrize("window", [1, 3])
 @pytest.mark.parametrize("method", ["many_layer_ablation", "perturbation_ablation", "perturbation_clamping"])
+@pytest.mark.parametrize("world", FLOAT32_ONLY, indirect=True)
 def test_prompt_windows_do_not_change_results(world, feature, method, window):
-    """Short windows make the prompt's fixed-point iteration commit, shrink and regrow many times."""
+    """Short windows make the prompt's fixed-point iteration commit, shrink and regrow many times
+    (bookkeeping that does not depend on the dtype, so float32 only)."""
     bridge, crosscoder, prompts = world
     setting = expand_sweep(method, feature, **SWEEPS[method])[-1]
     fast = generate(
@@ -138,8 +183,7 @@ def test_prompt_windows_do_not_change_results(world, feature, method, window):
     assert fast.prompt_passes[0] >= 4
     for k, prompt in enumerate(prompts):
         reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
-        assert fast.generated[0][k] == reference.generated
-        torch.testing.assert_close(fast.activations[0][k], reference.acts_SPD, atol=1e-4, rtol=0)
+        assert_matches_reference(fast, 0, k, prompt, reference)
 
 
 @pytest.mark.parametrize("method", ["single_layer_ablation", "many_layer_ablation", "perturbation_ablation"])
@@ -157,10 +201,8 @@ def test_sparse_feature_reuses_the_plain_prefix_exactly(world, method):
     fast = generate(bridge, crosscoder, prompts, [setting], max_new_tokens=N_NEW, record_activations=True, progress=False)
     for k, prompt in enumerate(prompts):
         reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW)
-        assert fast.generated[0][k] == reference.generated
-        torch.testing.assert_close(fast.activations[0][k], reference.acts_SPD, atol=1e-4, rtol=0)
+        assert_matches_reference(fast, 0, k, prompt, reference)
         torch.testing.assert_close(fast.activations[0][k][: int(first_KF[k, feature])], plain.activations[0][k][: int(first_KF[k, feature])])
-        assert fast.other_feature_change[0, k].item() == pytest.approx(reference.other_feature_change, abs=1e-4)
 
 def test_layout_aligns_anchors_and_keeps_prompts_in_order():
     prompts = [[11, 12, 13, 14, 15], [21, 22, 23, 24, 25, 26, 27, 28], [31, 32, 33]]
@@ -177,25 +219,6 @@ def test_layout_aligns_anchors_and_keeps_prompts_in_order():
     plain_RS = _layout(prompts, [0, 0, 0], [0, 0, 0], pad_id=0)[2]
     assert plain_RS.tolist() == [[False] * (8 - len(p)) + [True] * len(p) for p in prompts]
 
-
-def test_bfloat16_model_and_crosscoder(world, feature, tmp_path):
-    """dtype: bfloat16 runs every kind of intervention; plain generation equals the bridge's own."""
-    _, crosscoder, prompts = world
-    bridge = load_model(str(save_tiny_model(tmp_path, window_size=WINDOW)), dtype="bfloat16")
-    crosscoder_bf16 = random_crosscoder(n_layers=4, d_model=32).to(torch.bfloat16)
-    settings = [
-        Plain(feature),
-        SingleLayerAblation(feature, HOOKPOINTS[1], 2.0),
-        ManyLayerSteering(feature, 1.5),
-        PerturbationAblation(feature, 0.01, 2),
-        PerturbationClamping(feature, 3.0, 0.01, 2),
-    ]
-    result = generate(bridge, crosscoder_bf16, prompts, settings, max_new_tokens=N_NEW, starts=STARTS, progress=False)
-    assert torch.isfinite(result.target_activation).all() and torch.isfinite(result.other_feature_change).all()
-    assert (result.other_feature_change[1:] > 0).all()
-    for k, prompt in enumerate(prompts):
-        expected = bridge.generate(torch.tensor([prompt]), max_new_tokens=N_NEW, do_sample=False, stop_at_eos=False, verbose=False)
-        assert result.generated[0][k] == expected[0, len(prompt) :].tolist()
 
 def test_sampling_is_seeded_and_independent_of_batching(world, feature):
     bridge, crosscoder, prompts = world

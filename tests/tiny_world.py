@@ -10,6 +10,7 @@ import random
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from crosscoder_interventions.crosscoder import Crosscoder
@@ -59,8 +60,24 @@ def random_crosscoder(n_layers: int, d_model: int, n_features: int = 24, seed: i
     return crosscoder
 
 
-def load_tiny(directory: Path):
-    return load_model(str(directory))
+def load_tiny(directory: Path, device: str = "cpu", dtype: str = "float32"):
+    return load_model(str(directory), device=device, dtype=dtype)
+
+
+# --- devices and dtypes ----------------------------------------------------------------------------
+
+DEVICES = ("cpu", "cuda")
+
+
+def device_dtype_params(dtypes: tuple[str, ...] = ("float32", "bfloat16")) -> list:
+    """(device, dtype) parameters of every device the code supports; see `require_device`."""
+    return [pytest.param((device, dtype), id=f"{device}-{dtype}") for device in DEVICES for dtype in dtypes]
+
+
+def require_device(device: str) -> None:
+    """Skip, with the reason in pytest's summary, a test for a device this machine lacks."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine; `make test` on a GPU machine runs the CUDA variants")
 
 
 # --- the real experiment's shapes ------------------------------------------------------------------

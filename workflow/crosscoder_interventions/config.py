@@ -27,6 +27,7 @@ from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.experiment import deployment_prompts
 from crosscoder_interventions.lm_training import MODEL_DEFAULTS
 from crosscoder_interventions.models import check_hub_source, check_model_source, hookpoint_names, is_hub_id, resolve_hookpoints
+from crosscoder_interventions.synthetic import check_synthetic
 
 RESULTS_DIR = "results"
 WORLD_DIR = Path(RESULTS_DIR) / "world"
@@ -252,6 +253,8 @@ def check_not_outputs(provided: list[str], outputs: list[tuple[str, str]], is_pr
 def check_startup(config: dict[str, Any]) -> None:
     """Everything that can be checked before the first job, for either world, without the network
     and without the artefacts a user brings to an external world (so that a dry run plans without them)."""
+    if config["benchmark"].get("synthetic") is not None:
+        check_synthetic(config["benchmark"]["synthetic"], config["benchmark"]["max_new_tokens"])
     if config["world"] == "embedded":
         check_embedded_world(config)
         return

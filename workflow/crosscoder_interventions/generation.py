@@ -6,7 +6,9 @@ setting's hyperparameters as per-row tensors (a hookpoint becomes a one-hot row 
 How it stays exact while using a key/value cache:
 - Attention masks are built from position ids and slot liveness, not from cache slots: GPT-Neo's
   own masks (causal and sliding window) count cache slots, so its `_attn` is replaced, for the
-  duration of a call, by the same computation under our masks. A cache slot is alive when later
+  duration of a call, by the same computation under our masks. The cache is ours too: the model
+  runs without Hugging Face's (whose API changes between transformers releases) and our `_attn`
+  prepends the slots' keys and values to those of the call's queries. A cache slot is alive when later
   positions may attend to it. A "run" slot (run(t): position t over the intervened prefix, no
   modification at t) is visible only to itself and is cropped away after use; a "redo" slot
   (position t with its modification) is alive. Pad slots are dead and their position ids 0, so
@@ -28,7 +30,7 @@ Diagnostics are those of `reference.reference_generate`.
 
 Shape letters: R rows, S prompt columns (positions and pads), W a window of them, Q positions of
 one forward call, M gathered positions, K cache slots, P hookpoints, D d_model, F features,
-V vocabulary, N generated tokens, U distinct prompts.
+V vocabulary, N generated tokens, U distinct prompts, H attention heads, E head dimension.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
-from transformers.cache_utils import DynamicCache
 from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
 from crosscoder_interventions.errors import ConfigError
@@ -125,17 +126,18 @@ class _Plan:
 
 @dataclass
 class _Slots:
-    """The key/value cache and, per slot, its position id and whether later positions attend to it."""
+    """The key/value cache, (R, H, K, E) per attention layer (no list entries before the first call),
+    and, per slot, its position id and whether later positions attend to it."""
 
-    cache: DynamicCache
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
     pos_RK: torch.Tensor
     alive_RK: torch.Tensor
 
     def truncate(self, n_slots: int) -> None:
         # Detached too: slots kept from a gradient step must not drag its graph along.
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[..., :n_slots, :].detach()
-            layer.values = layer.values[..., :n_slots, :].detach()
+        self.keys = [keys_RHKE[..., :n_slots, :].detach() for keys_RHKE in self.keys]
+        self.values = [values_RHKE[..., :n_slots, :].detach() for values_RHKE in self.values]
         self.pos_RK, self.alive_RK = self.pos_RK[:, :n_slots], self.alive_RK[:, :n_slots]
 
     def rows(self, index_R: torch.Tensor, column_RK: torch.Tensor | None = None, alive_RK: torch.Tensor | None = None) -> _Slots:
@@ -145,11 +147,14 @@ class _Slots:
         if column_RK is None:
             column_RK = torch.arange(self.pos_RK.shape[1], device=self.pos_RK.device).expand(len(index_R), -1)
             alive_RK = self.alive_RK[index_R]
-        cache = DynamicCache()
-        for layer_index, layer in enumerate(self.cache.layers):
-            index_RHKE = column_RK[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-            cache.update(layer.keys[index_R].gather(2, index_RHKE), layer.values[index_R].gather(2, index_RHKE), layer_index)
-        return _Slots(cache, self.pos_RK[index_R].gather(1, column_RK), alive_RK)
+
+        def gathered(layers: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [
+                x_RHKE[index_R].gather(2, column_RK[:, None, :, None].expand(-1, x_RHKE.shape[1], -1, x_RHKE.shape[3]))
+                for x_RHKE in layers
+            ]
+
+        return _Slots(gathered(self.keys), gathered(self.values), self.pos_RK[index_R].gather(1, column_RK), alive_RK)
 
 
 def _kind(setting: Intervention) -> tuple[str, int]:
@@ -161,7 +166,9 @@ def _kind(setting: Intervention) -> tuple[str, int]:
 
 
 class _PositionMaskedAttention:
-    """GPT-Neo attention under masks given per call (R, 1, Q, K) for global and local layers."""
+    """GPT-Neo attention over the slots' keys and values and the call's own, under masks given per
+    call (R, 1, Q, K) for global and local layers. Each call's keys and values of every layer, the
+    slots' followed by the queries', are collected for the caller to keep or crop."""
 
     def __init__(self, bridge: TransformerBridge) -> None:
         self.modules = [m for m in bridge.original_model.modules() if isinstance(m, GPTNeoSelfAttention)]
@@ -172,9 +179,15 @@ class _PositionMaskedAttention:
             )
         self.window = bridge.original_model.config.window_size
         self.masks: dict[str, torch.Tensor] = {}
+        self.past: _Slots | None = None
+        self.keys: list[torch.Tensor | None] = []
+        self.values: list[torch.Tensor | None] = []
 
-    def set_masks(self, query_pos_RQ: torch.Tensor, key_pos_RK: torch.Tensor, key_alive_RK: torch.Tensor) -> None:
-        """Query q sees itself (the last Q keys are the queries' own slots) and alive keys of earlier positions."""
+    def begin(self, past: _Slots, query_pos_RQ: torch.Tensor, key_pos_RK: torch.Tensor, key_alive_RK: torch.Tensor) -> None:
+        """Before a call over the slots of `past`: query q sees itself (the last Q keys are the queries'
+        own slots) and alive keys of earlier positions."""
+        self.past = past
+        self.keys, self.values = [None] * len(self.modules), [None] * len(self.modules)
         n_queries, n_keys = query_pos_RQ.shape[1], key_pos_RK.shape[1]
         earlier_RQK = key_alive_RK[:, None, :] & (key_pos_RK[:, None, :] < query_pos_RQ[:, :, None])
         own_QK = torch.zeros(n_queries, n_keys, dtype=torch.bool, device=query_pos_RQ.device)
@@ -183,10 +196,27 @@ class _PositionMaskedAttention:
         near_RQK = (query_pos_RQ[:, :, None] - key_pos_RK[:, None, :]) < self.window
         self.masks = {"global": visible_RQK[:, None], "local": (visible_RQK & near_RQK)[:, None]}
 
-    def attention_of(self, module: GPTNeoSelfAttention) -> Callable:
-        """GPTNeoSelfAttention._attn with the slot-based masks replaced by ours (no scaling, as GPT-Neo)."""
+    def collected(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """After a call: every layer's keys and values (R, H, K, E), the slots' and the queries'."""
+        if any(keys is None for keys in self.keys):
+            # An attention class whose forward never calls `_attn` (sdpa, flash attention) ran under
+            # GPT-Neo's own slot-counting masks: its results are wrong, so none may be used.
+            raise ConfigError(
+                "the model's attention never called GPTNeoSelfAttention._attn (attn_implementation "
+                f"'{self.modules[0].config._attn_implementation}'), so the engine's masks were not applied; "
+                "load the model with attn_implementation='eager' (models.load_model does)."
+            )
+        return self.keys, self.values
+
+    def attention_of(self, layer: int, module: GPTNeoSelfAttention) -> Callable:
+        """GPTNeoSelfAttention._attn over the slots' keys and values as well as the call's (which the
+        model computes without a cache), under our masks (no scaling, as GPT-Neo)."""
 
         def attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: object = None):
+            if self.past.keys:
+                key = torch.cat([self.past.keys[layer], key], dim=2)
+                value = torch.cat([self.past.values[layer], value], dim=2)
+            self.keys[layer], self.values[layer] = key, value
             weights = torch.matmul(query.to(torch.float32), key.to(torch.float32).transpose(-1, -2))
             weights = weights.masked_fill(~self.masks[module.attention_type], torch.finfo(weights.dtype).min)
             weights = nn.functional.softmax(weights, dim=-1).to(value.dtype)
@@ -197,8 +227,8 @@ class _PositionMaskedAttention:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        for module in self.modules:
-            module._attn = self.attention_of(module)
+        for layer, module in enumerate(self.modules):
+            module._attn = self.attention_of(layer, module)
         try:
             yield
         finally:
@@ -235,7 +265,8 @@ class _Engine:
 
     def empty_slots(self, n_rows: int) -> _Slots:
         return _Slots(
-            DynamicCache(),
+            [],
+            [],
             torch.zeros(n_rows, 0, dtype=torch.long, device=self.device),
             torch.zeros(n_rows, 0, dtype=torch.bool, device=self.device),
         )
@@ -265,13 +296,11 @@ class _Engine:
                 add_RQPD = torch.cat([add_RQPD, add_RQPD.new_zeros(*runs[1].shape, *add_RQPD.shape[2:])], dim=1)
         key_pos_RK = torch.cat([slots.pos_RK, pos_RQ], dim=1)
         key_alive_RK = torch.cat([slots.alive_RK, alive_RQ], dim=1)
-        self.attention.set_masks(pos_RQ, key_pos_RK, key_alive_RK)
+        self.attention.begin(slots, pos_RQ, key_pos_RK, key_alive_RK)
         self.add_RQPD = add_RQPD
         # Only the last non-run query's logits are ever used: skip unembedding the rest.
-        # `cache`, not `past_key_values` (deprecated by transformers); Hugging Face extends it in place.
-        logits_RQV = self.bridge(
-            tokens_RQ, return_type="logits", cache=slots.cache, use_cache=True, position_ids=pos_RQ, logits_to_keep=n_runs + 1
-        )
+        logits_RQV = self.bridge(tokens_RQ, return_type="logits", use_cache=False, position_ids=pos_RQ, logits_to_keep=n_runs + 1)
+        slots.keys, slots.values = self.attention.collected()
         # In the crosscoder's dtype: decisions and diagnostics are the crosscoder's arithmetic.
         acts_RQPD = torch.stack(self.captured, dim=2).to(self.crosscoder.W_dec_FPD.dtype)
         self.add_RQPD, self.captured = None, [None] * len(self.hookpoints)

@@ -29,13 +29,15 @@ MODEL_DEFAULTS = {
 
 
 def gpt_neo_config(model_config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> GPTNeoConfig:
-    """A GPT-Neo config from the `model` dict of the config (missing keys take MODEL_DEFAULTS)."""
+    """A GPT-Neo config from the `model` dict of the config (missing keys take MODEL_DEFAULTS; the
+    vocabulary is the tokenizer's unless `vocab_size` says otherwise)."""
     settings = {**MODEL_DEFAULTS, **model_config}
     num_layers = settings.pop("num_layers")
+    vocab_size = settings.pop("vocab_size", len(tokenizer))
     # GPT-Neo's pattern: pairs of (global, local), a lone global block closing an odd count.
     attention_types = [[["global", "local"], num_layers // 2]] + ([[["global"], 1]] if num_layers % 2 else [])
     return GPTNeoConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         num_layers=num_layers,
         attention_types=attention_types,
         bos_token_id=tokenizer.bos_token_id,

@@ -41,6 +41,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's (or bridge's) weights are: the device its inputs must be built on."""
+    return next(model.parameters()).device
+
+
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
@@ -88,7 +93,9 @@ def load_hf_model(source: str, lora_adapter: str | None, dtype: torch.dtype) -> 
     """A causal LM from a directory or hub id, with a LoRA adapter merged into its weights."""
     check_model_source(source, "model")
     check_hub_source(source, "model")
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    # Eager attention: the intervention engine replaces GPTNeoSelfAttention._attn, which the sdpa and
+    # flash attention classes (chosen when the model is built, not later) never call.
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager")
     if lora_adapter is not None:
         from peft import PeftModel
 
@@ -115,12 +122,14 @@ def load_model(
     device: str = "cpu",
     dtype: str = "float32",
 ) -> TransformerBridge:
-    """A TransformerBridge in compatibility mode over a Hugging Face model (and merged adapter)."""
-    torch_dtype = DTYPES[dtype]
-    hf_model = load_hf_model(source, lora_adapter, torch_dtype)
+    """A TransformerBridge in compatibility mode over a Hugging Face model (and merged adapter), every
+    weight on `device` in `dtype`."""
+    torch_dtype, torch_device = DTYPES[dtype], resolve_device(device)
+    # boot_transformers takes a given hf_model as it is: it records `device` but moves nothing.
+    hf_model = load_hf_model(source, lora_adapter, torch_dtype).to(torch_device)
     tokenizer = load_tokenizer(tokenizer_source or source)
     bridge = TransformerBridge.boot_transformers(
-        source, hf_model=hf_model, tokenizer=tokenizer, device=resolve_device(device), dtype=torch_dtype
+        source, hf_model=hf_model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype
     )
     bridge.enable_compatibility_mode(disable_warnings=True)
     return bridge.eval()

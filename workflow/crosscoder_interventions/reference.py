@@ -9,7 +9,9 @@ One prompt at a time, no padding, no key/value cache. For every position t:
    intervened activations of t, and its logits at t choose token t+1 (greedy).
 
 A modification adds a vector to each hookpoint's activation as the forward pass runs, so later
-hookpoints see the effect of earlier ones. The intervened run covers the prompt and every generated
+hookpoints see the effect of earlier ones. Tokens live on the model's device; modifications and
+activations are in the crosscoder's dtype on its device, cast to the model's dtype where they are
+added, as in the fast path. The intervened run covers the prompt and every generated
 token but the last, which no forward pass needs.
 
 Shape letters: S sequence position, P hookpoint, D d_model, F features.
@@ -34,11 +36,13 @@ from crosscoder_interventions.interventions import (
     SingleLayerAblation,
     SingleLayerSteering,
 )
+from crosscoder_interventions.models import device_of
 
 
 @dataclass(frozen=True)
 class ReferenceResult:
     generated: list[int]
+    logits_NV: torch.Tensor  # the logits each generated token was chosen from
     acts_SPD: torch.Tensor  # intervened activations of every position that was run
     target_S: torch.Tensor  # f_i of the crosscoder encoding of acts_SPD
     target_activation: float
@@ -53,13 +57,14 @@ def acts_from(setting: Intervention, start: int) -> int:
 def forward_with_modifications(
     bridge: TransformerBridge, hookpoints: Sequence[str], tokens_S: torch.Tensor, mods_SPD: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (S, V) and hookpoint activations (S, P, D) of tokens_S with mods_SPD added as the forward runs."""
+    """Logits (S, V) and hookpoint activations (S, P, D; in mods_SPD's dtype) of tokens_S with mods_SPD
+    added as the forward runs."""
     captured: dict[int, torch.Tensor] = {}
 
     def hook_at(p: int):
         def hook(x_1SD: torch.Tensor, hook: object) -> torch.Tensor:
-            x_1SD = x_1SD + mods_SPD[None, :, p]
-            captured[p] = x_1SD[0]
+            x_1SD = x_1SD + mods_SPD[None, :, p].to(x_1SD.dtype)
+            captured[p] = x_1SD[0].to(mods_SPD.dtype)
             return x_1SD
 
         return hook
@@ -89,7 +94,7 @@ def decide(
     if isinstance(setting, Plain):
         return torch.zeros_like(mods_SPD[t])
     direction_PD = crosscoder.W_dec_FPD[setting.feature].detach()
-    mask_P1 = unit_mask_P(setting, hookpoints)[:, None]
+    mask_P1 = unit_mask_P(setting, hookpoints).to(direction_PD)[:, None]
     if isinstance(setting, (SingleLayerSteering, ManyLayerSteering)):
         return setting.coef * mask_P1 * direction_PD
     if isinstance(setting, (SingleLayerAblation, ManyLayerAblation)):
@@ -116,7 +121,7 @@ def other_feature_change(f_int_SF: torch.Tensor, f_plain_SF: torch.Tensor, featu
 
     f_int_SF from the intervened run, f_plain_SF from the un-intervened run of the same (prompt) tokens.
     """
-    keep_F = torch.ones(f_int_SF.shape[1], dtype=torch.bool)
+    keep_F = torch.ones(f_int_SF.shape[1], dtype=torch.bool, device=f_int_SF.device)
     if feature is not None:
         keep_F[feature] = False
     change = (f_int_SF - f_plain_SF)[:, keep_F].abs().sum()
@@ -145,30 +150,34 @@ def reference_generate(
     """
     hookpoints = crosscoder.hookpoints
     n_hookpoints, d_model = len(hookpoints), crosscoder.W_dec_FPD.shape[2]
+    like_crosscoder = {"dtype": crosscoder.W_dec_FPD.dtype, "device": crosscoder.W_dec_FPD.device}
+    model_device = device_of(bridge)
     tokens = list(prompt)
     n_positions = len(prompt) + max_new_tokens - 1
-    mods_SPD = torch.zeros(0, n_hookpoints, d_model)
-    acts = []
+    mods_SPD = torch.zeros(0, n_hookpoints, d_model, **like_crosscoder)
+    acts, chosen_from = [], []
     for t in range(n_positions):
-        tokens_S = torch.tensor(tokens[: t + 1])
-        mods_SPD = torch.cat([mods_SPD, torch.zeros(1, n_hookpoints, d_model)])
+        tokens_S = torch.tensor(tokens[: t + 1], device=model_device)
+        mods_SPD = torch.cat([mods_SPD, torch.zeros(1, n_hookpoints, d_model, **like_crosscoder)])
         if t >= acts_from(setting, start):
             mods_SPD[t] = decide(bridge, crosscoder, setting, tokens_S, mods_SPD)
         logits_SV, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
         acts.append(acts_SPD[t])
         if t == len(tokens) - 1:
             tokens.append(int(logits_SV[t].argmax()))
+            chosen_from.append(logits_SV[t])
     acts_SPD = torch.stack(acts)
     f_SF = crosscoder.encode(acts_SPD)
     feature = setting.feature
-    target_S = f_SF[:, feature] if feature is not None else torch.full((n_positions,), float("nan"))
+    target_S = f_SF[:, feature] if feature is not None else torch.full((n_positions,), float("nan"), **like_crosscoder)
     n_prompt = len(prompt)
     _, plain_SPD = forward_with_modifications(
-        bridge, hookpoints, torch.tensor(prompt), torch.zeros(n_prompt, n_hookpoints, d_model)
+        bridge, hookpoints, torch.tensor(prompt, device=model_device), torch.zeros(n_prompt, n_hookpoints, d_model, **like_crosscoder)
     )
     change = 0.0 if isinstance(setting, Plain) else other_feature_change(f_SF[:n_prompt], crosscoder.encode(plain_SPD), feature)
     return ReferenceResult(
         generated=tokens[len(prompt) :],
+        logits_NV=torch.stack(chosen_from),
         acts_SPD=acts_SPD,
         target_S=target_S,
         target_activation=float(target_S[acts_from(setting, start) :].mean()),

