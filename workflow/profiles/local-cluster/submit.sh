@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Submit command of the local-cluster profile: start the jobscript ($1) as its own detached process
-# (new session, so it outlives nothing but itself), record its pid, and print the job id Snakemake polls.
+# in a session of its own (so cancel.sh can end its whole process group), record its pid, and print the
+# job id Snakemake polls.
 set -euo pipefail
 jobscript=$1
 spool=.snakemake/local-cluster
