@@ -94,6 +94,24 @@ def test_auto_selection_picks_tag_after_tag_and_steering_features():
     assert candidates.iloc[0]["feature"] == 2  # ranked by deployment minus clean
 
 
+def test_auto_selection_takes_the_top_n_auto_by_each_ranking_score():
+    candidates = discovery.candidates_table(synthetic_stats())
+
+    def top(score: str, n: int) -> list[int]:
+        ranked = candidates[candidates[score] > 0].sort_values(score, ascending=False, kind="stable")
+        return ranked["feature"].tolist()[:n]
+
+    selected = discovery.select_features(candidates, "auto", n_features=10, n_auto=3)
+    ablate = selected[selected["role"] == "ablate"]["feature"].tolist()
+    assert ablate == list(dict.fromkeys(top("tag_score", 3) + top("after_tag_score", 3)))
+    assert ablate == [2, 1, 5]  # tag: 2 then 1; after tag: 5 then 1, already taken; no other scores above 0
+    assert selected[selected["role"] == "steer"]["feature"].tolist() == top("steer_score", 3)
+    assert selected["reason"].str.match(r"^(max|#2|#3) ").all()
+    assert discovery.select_features(candidates, "auto", n_features=10, n_auto=1).equals(
+        discovery.select_features(candidates, "auto", n_features=10)
+    )
+
+
 def test_configured_features_and_bad_ids():
     selected = discovery.select_features(pd.DataFrame(), {"ablate": [3, 4], "steer": [1]}, n_features=10)
     assert selected.values.tolist() == [[3, "ablate", "named in the config"], [4, "ablate", "named in the config"], [1, "steer", "named in the config"]]

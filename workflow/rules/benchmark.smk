@@ -15,6 +15,8 @@ rule benchmark_synthetic_world:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("benchmark_synthetic_world", loads_weights=True),
+        runtime=job_runtime("benchmark_synthetic_world", loads_weights=True),
     log:
         "results/logs/benchmark/synthetic_world.log",
     benchmark:
@@ -53,6 +55,8 @@ rule benchmark:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("benchmark", loads_weights=True),
+        runtime=job_runtime("benchmark", loads_weights=True),
     log:
         "results/logs/benchmark/interventions.log",
     benchmark:

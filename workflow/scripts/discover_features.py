@@ -43,7 +43,7 @@ stats.to_parquet(snakemake.output.stats)
 
 # %%
 candidates = discovery.candidates_table(stats)
-selected = discovery.select_features(candidates, snakemake.params.features, crosscoder.n_features)
+selected = discovery.select_features(candidates, snakemake.params.features, crosscoder.n_features, snakemake.params.n_auto)
 log.info("selected features:\n%s", selected.to_string())
 candidates.to_csv(snakemake.output.candidates, index=False)
 selected.to_csv(snakemake.output.selected, index=False)
