@@ -248,6 +248,8 @@ def external_copy(smoke_run, tmp_path_factory) -> tuple[Path, Path, list[Path]]:
     import os
     import shutil
 
+    import pandas as pd
+
     workdir = workflow_copy(tmp_path_factory.mktemp("external"))
     provided = {
         "models/base": "results/world/base",
@@ -263,8 +265,11 @@ def external_copy(smoke_run, tmp_path_factory) -> tuple[Path, Path, list[Path]]:
     for path in paths:
         for item in [path, *path.rglob("*")]:
             os.utime(item, (978_307_200, 978_307_200))
+    # One ablated feature (the smoke run's first) is enough to exercise every stage, at half the jobs.
+    feature = int(pd.read_csv(smoke_run / "results/features/selected.csv")["feature"].iloc[0])
     config = workdir / "external.yaml"
     config.write_text(
+        f"features: {{ablate: [{feature}], steer: []}}\n"
         "world: external\n"
         "external_world:\n"
         "  base_model: {source: models/base}\n"
