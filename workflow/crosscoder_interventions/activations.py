@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge

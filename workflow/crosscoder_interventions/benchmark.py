@@ -18,7 +18,6 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge

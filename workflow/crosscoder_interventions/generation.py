@@ -59,7 +59,6 @@ from crosscoder_interventions.interventions import (
     PerturbationClamping,
     Plain,
     SingleLayerAblation,
-    SingleLayerSteering,
     label,
     validate,
 )

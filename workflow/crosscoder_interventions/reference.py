@@ -35,7 +35,6 @@ from crosscoder_interventions.interventions import (
     ManyLayerSteering,
     PenalisedPerturbation,
     PerturbationAblation,
-    PerturbationClamping,
     Plain,
     SingleLayerAblation,
     SingleLayerSteering,
