@@ -175,7 +175,7 @@ class BridgeSlotAttention(SlotAttention):
         blocks = getattr(bridge, "blocks", None)
         if not blocks or not all(hasattr(block, "attn") and all(hasattr(block.attn, seam) for seam in self.SEAMS) for block in blocks):
             raise ConfigError(
-                f"fast intervened generation needs TransformerBridge blocks with a reconstructed attention (blocks.<i>.attn), "
+                f"fast intervened generation needs TransformerBridge blocks with an attention component (blocks.<i>.attn), "
                 f"which {name} lacks; use crosscoder_interventions.reference for it."
             )
         self.modules = [block.attn for block in blocks]
