@@ -153,3 +153,31 @@ def test_unsupported_architectures_are_refused_with_one_line_errors(tmp_path, co
     with pytest.raises(ConfigError, match=message) as info:
         generate(bridge, random_crosscoder(N_LAYERS, D_MODEL), [[5, 6, 7]], [Plain()], max_new_tokens=1, progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_a_delegated_attention_that_bypasses_the_interface_is_refused(tmp_path):
+    """OPT's attention, made to call Hugging Face's eager function directly instead of the attention
+    interface, would run under the model's own masks: the engine refuses it, and leaves the model
+    able to run once it is back."""
+    from transformers.models.opt import modeling_opt
+
+    class OPTAttentionWithoutInterface(modeling_opt.OPTAttention):
+        def forward(self, hidden_states, attention_mask=None, **kwargs):
+            shape = (*hidden_states.shape[:-1], -1, self.head_dim)
+            query, key, value = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
+            output, weights = modeling_opt.eager_attention_forward(self, query * self.scaling, key, value, attention_mask, scaling=1.0)
+            return self.out_proj(output.reshape(*hidden_states.shape[:-1], -1)), weights
+
+    bridge = load_model(str(save_tiny(CONFIGS["opt"](), tmp_path / "opt")))
+    crosscoder, prompts, settings = random_crosscoder(N_LAYERS, D_MODEL), [[5, 9, 14, 3], [7, 2]], [Plain()]
+    expected = generate(bridge, crosscoder, prompts, settings, max_new_tokens=2, progress=False).generated
+    attention = [module for module in bridge.original_model.modules() if type(module) is modeling_opt.OPTAttention]
+    for module in attention:
+        module.__class__ = OPTAttentionWithoutInterface
+    with pytest.raises(ConfigError, match=r"block 0 of OPTForCausalLM \(AttentionBridge\) never called the attention interface") as info:
+        generate(bridge, crosscoder, prompts, settings, max_new_tokens=2, progress=False)
+    assert "\n" not in str(info.value)
+    assert bridge.original_model.config._attn_implementation == "eager"
+    for module in attention:
+        module.__class__ = modeling_opt.OPTAttention
+    assert generate(bridge, crosscoder, prompts, settings, max_new_tokens=2, progress=False).generated == expected
