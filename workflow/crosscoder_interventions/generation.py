@@ -7,7 +7,8 @@ How it stays exact while using a key/value cache:
 - Attention masks are built from position ids and slot liveness, not from cache slots: a model's
   own masks (causal and sliding window) count cache slots, so each layer's attention is adapted, for
   the duration of a call, to the same computation under our masks (`engine`: the bridge's
-  reconstructed attention of Hugging Face causal LMs, GPT-Neo's `_attn`). The cache is ours too: the
+  reconstructed attention of Hugging Face causal LMs, Hugging Face's attention interface where the
+  bridge delegates to it, GPT-Neo's `_attn`). The cache is ours too: the
   model runs without Hugging Face's (whose API changes between transformers releases) and the
   adapter prepends the slots' keys and values to those of the call's queries. A cache slot is alive when later
   positions may attend to it. A "run" slot (run(t): position t over the intervened prefix, no
