@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 LOWER := .venv-lower
 LOWER_STAMP := $(LOWER)/.installed
 TRANSFORMERS_LOWEST := $(shell sed -n 's/^transformers>=\([0-9.]*\).*/\1/p' envs/requirements.txt)
-ENGINE_TESTS := tests/test_interventions.py tests/test_devices.py tests/test_benchmark.py
+ENGINE_TESTS := tests/test_interventions.py tests/test_devices.py tests/test_benchmark.py tests/test_architectures.py
 
 .PHONY: setup reproduce test test-lower-bound lint clean-venv
 

@@ -4,11 +4,13 @@ Rows are prompt x setting. A whole sweep's rows are generated together: prompts 
 setting's hyperparameters as per-row tensors (a hookpoint becomes a one-hot row of a (R, P) table).
 
 How it stays exact while using a key/value cache:
-- Attention masks are built from position ids and slot liveness, not from cache slots: GPT-Neo's
-  own masks (causal and sliding window) count cache slots, so its `_attn` is replaced, for the
-  duration of a call, by the same computation under our masks. The cache is ours too: the model
-  runs without Hugging Face's (whose API changes between transformers releases) and our `_attn`
-  prepends the slots' keys and values to those of the call's queries. A cache slot is alive when later
+- Attention masks are built from position ids and slot liveness, not from cache slots: a model's
+  own masks (causal and sliding window) count cache slots, so each layer's attention is adapted, for
+  the duration of a call, to the same computation under our masks (`engine`: the bridge's
+  reconstructed attention of Hugging Face causal LMs, Hugging Face's attention interface where the
+  bridge delegates to it, GPT-Neo's `_attn`). The cache is ours too: the
+  model runs without Hugging Face's (whose API changes between transformers releases) and the
+  adapter prepends the slots' keys and values to those of the call's queries. A cache slot is alive when later
   positions may attend to it. A "run" slot (run(t): position t over the intervened prefix, no
   modification at t) is visible only to itself and is cropped away after use; a "redo" slot
   (position t with its modification) is alive. Pad slots are dead and their position ids 0, so
@@ -46,8 +48,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
-from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
+from crosscoder_interventions.engine import slot_attention
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.interventions import (
     GRADIENT_METHODS,
@@ -172,77 +174,6 @@ def _kind(setting: Intervention) -> tuple[str, int]:
     return "fixed", 0
 
 
-class _PositionMaskedAttention:
-    """GPT-Neo attention over the slots' keys and values and the call's own, under masks given per
-    call (R, 1, Q, K) for global and local layers. Each call's keys and values of every layer, the
-    slots' followed by the queries', are collected for the caller to keep or crop."""
-
-    def __init__(self, bridge: TransformerBridge) -> None:
-        self.modules = [m for m in bridge.original_model.modules() if isinstance(m, GPTNeoSelfAttention)]
-        if not self.modules:
-            raise ConfigError(
-                f"fast intervened generation supports GPT-Neo models only, not {type(bridge.original_model).__name__}; "
-                "use crosscoder_interventions.reference for other architectures."
-            )
-        self.window = bridge.original_model.config.window_size
-        self.masks: dict[str, torch.Tensor] = {}
-        self.past: _Slots | None = None
-        self.keys: list[torch.Tensor | None] = []
-        self.values: list[torch.Tensor | None] = []
-
-    def begin(self, past: _Slots, query_pos_RQ: torch.Tensor, key_pos_RK: torch.Tensor, key_alive_RK: torch.Tensor) -> None:
-        """Before a call over the slots of `past`: query q sees itself (the last Q keys are the queries'
-        own slots) and alive keys of earlier positions."""
-        self.past = past
-        self.keys, self.values = [None] * len(self.modules), [None] * len(self.modules)
-        n_queries, n_keys = query_pos_RQ.shape[1], key_pos_RK.shape[1]
-        earlier_RQK = key_alive_RK[:, None, :] & (key_pos_RK[:, None, :] < query_pos_RQ[:, :, None])
-        own_QK = torch.zeros(n_queries, n_keys, dtype=torch.bool, device=query_pos_RQ.device)
-        own_QK[:, n_keys - n_queries :] = torch.eye(n_queries, dtype=torch.bool, device=query_pos_RQ.device)
-        visible_RQK = earlier_RQK | own_QK
-        near_RQK = (query_pos_RQ[:, :, None] - key_pos_RK[:, None, :]) < self.window
-        self.masks = {"global": visible_RQK[:, None], "local": (visible_RQK & near_RQK)[:, None]}
-
-    def collected(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """After a call: every layer's keys and values (R, H, K, E), the slots' and the queries'."""
-        if any(keys is None for keys in self.keys):
-            # An attention class whose forward never calls `_attn` (sdpa, flash attention) ran under
-            # GPT-Neo's own slot-counting masks: its results are wrong, so none may be used.
-            raise ConfigError(
-                "the model's attention never called GPTNeoSelfAttention._attn (attn_implementation "
-                f"'{self.modules[0].config._attn_implementation}'), so the engine's masks were not applied; "
-                "load the model with attn_implementation='eager' (models.load_model does)."
-            )
-        return self.keys, self.values
-
-    def attention_of(self, layer: int, module: GPTNeoSelfAttention) -> Callable:
-        """GPTNeoSelfAttention._attn over the slots' keys and values as well as the call's (which the
-        model computes without a cache), under our masks (no scaling, as GPT-Neo)."""
-
-        def attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: object = None):
-            if self.past.keys:
-                key = torch.cat([self.past.keys[layer], key], dim=2)
-                value = torch.cat([self.past.values[layer], value], dim=2)
-            self.keys[layer], self.values[layer] = key, value
-            weights = torch.matmul(query.to(torch.float32), key.to(torch.float32).transpose(-1, -2))
-            weights = weights.masked_fill(~self.masks[module.attention_type], torch.finfo(weights.dtype).min)
-            weights = nn.functional.softmax(weights, dim=-1).to(value.dtype)
-            weights = module.attn_dropout(weights)
-            return torch.matmul(weights, value), weights
-
-        return attn
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        for layer, module in enumerate(self.modules):
-            module._attn = self.attention_of(layer, module)
-        try:
-            yield
-        finally:
-            for module in self.modules:
-                del module._attn
-
-
 class _Engine:
     """One bridge + crosscoder; forward calls over cache slots with per-call modifications and captures."""
 
@@ -251,7 +182,7 @@ class _Engine:
         self.crosscoder = crosscoder
         self.hookpoints = list(crosscoder.hookpoints)
         self.device = crosscoder.W_dec_FPD.device
-        self.attention = _PositionMaskedAttention(bridge)
+        self.attention = slot_attention(bridge)
         self.add_RQPD: torch.Tensor | None = None
         self.captured: list[torch.Tensor | None] = [None] * len(self.hookpoints)
 

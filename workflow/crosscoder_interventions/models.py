@@ -93,8 +93,9 @@ def load_hf_model(source: str, lora_adapter: str | None, dtype: torch.dtype) -> 
     """A causal LM from a directory or hub id, with a LoRA adapter merged into its weights."""
     check_model_source(source, "model")
     check_hub_source(source, "model")
-    # Eager attention: the intervention engine replaces GPTNeoSelfAttention._attn, which the sdpa and
-    # flash attention classes (chosen when the model is built, not later) never call.
+    # Eager attention: for GPT-Neo the intervention engine replaces GPTNeoSelfAttention._attn, which the
+    # sdpa and flash attention classes (chosen when the model is built, not later) never call. Other
+    # architectures' attention is the bridge's own, or switched to the engine's per call (engine.attention).
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager")
     if lora_adapter is not None:
         from peft import PeftModel
