@@ -201,38 +201,6 @@ def test_default_profile_is_read_and_slurm_profile_plans(smoke_run):
     assert "slurm_partition=EDIT-ME-gpu-partition, gpu=1" in plan and "slurm_partition=EDIT-ME-cpu-partition" in plan
 
 
-def test_local_cluster_profile_submits_each_job_and_gives_the_same_summary(smoke_run, tmp_path):
-    """Every analysis job through the local-cluster profile, each a process of its own, over the smoke
-    run's world: its files are dated after the freshly copied scripts, so Snakemake keeps them rather
-    than rebuilding the world (a script newer than an output reruns its rule)."""
-    import os
-    import shutil
-    import time
-
-    workdir = workflow_copy(tmp_path / "cluster")
-    shutil.copytree(smoke_run / "results/world", workdir / "results/world")
-    now = time.time()
-    for item in [workdir / "results/world", *(workdir / "results/world").rglob("*")]:
-        os.utime(item, (now, now))
-    result = snakemake(workdir, "--workflow-profile", "workflow/profiles/local-cluster", cores=())
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert "rule world_" not in output
-    submitted = [line.split("'")[1] for line in output.splitlines() if "with external jobid" in line]
-    spool = workdir / ".snakemake/local-cluster"
-    def analysis_jobs(workdir: Path) -> set[Path]:
-        """One benchmark file per job that ran, less the world's."""
-        benchmarks = workdir / "results/benchmarks"
-        return {path.relative_to(benchmarks) for path in benchmarks.rglob("*.tsv") if path.parts[-2] != "world"}
-
-    assert analysis_jobs(workdir) == analysis_jobs(smoke_run)
-    assert len(set(submitted)) == len(submitted) == len(analysis_jobs(smoke_run))
-    assert all((spool / f"{job}.exit").read_text().strip() == "0" for job in submitted)
-    pids = {(spool / f"{job}.pid").read_text().strip() for job in submitted}
-    assert len(pids) == len(submitted)
-    assert (workdir / "results/summary.csv").read_bytes() == (smoke_run / "results/summary.csv").read_bytes()
-
-
 # --- an external world made of copies of the smoke world's artefacts (issue 10) ----------------------
 
 def _tree_digest(paths: list[Path]) -> dict[str, tuple[bytes, int]]:
@@ -280,16 +248,66 @@ def external_copy(smoke_run, tmp_path_factory) -> tuple[Path, Path, list[Path]]:
     return workdir, config, paths
 
 
-def test_external_world_run_leaves_every_provided_file_untouched(external_copy):
+@pytest.fixture(scope="module")
+def external_run(external_copy) -> tuple[Path, subprocess.CompletedProcess, subprocess.CompletedProcess, dict]:
+    """The dry run and the run of the external world, and the provided files' digest from before."""
     workdir, config, provided = external_copy
     before = _tree_digest(provided)
     plan = snakemake(workdir, "-n", "--configfile", str(SMOKE), str(config))
+    result = snakemake(workdir, "--configfile", str(SMOKE), str(config))
+    return workdir, plan, result, before
+
+
+def test_external_world_run_leaves_every_provided_file_untouched(external_copy, external_run):
+    _, _, provided = external_copy
+    workdir, plan, result, before = external_run
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "world_" not in plan.stdout  # no rule of the embedded world exists for an external world
-    result = snakemake(workdir, "--configfile", str(SMOKE), str(config))
     assert result.returncode == 0, result.stderr[-4000:]
     assert (workdir / "results/summary.csv").exists() and (workdir / "results/report_notebook.html").exists()
     assert _tree_digest(provided) == before
+
+
+def test_local_cluster_profile_submits_each_job_and_gives_the_same_summary(smoke_run, external_run, tmp_path):
+    """The smoke world's analysis of one ablated feature through the local-cluster profile, each job a
+    process of its own: its jobs are those of the external world's plain run of that feature (made of
+    copies of the same artefacts), and so is its summary. The world's files are dated after the freshly
+    copied scripts, so Snakemake keeps them rather than rebuilding the world (a script newer than an
+    output reruns its rule)."""
+    import os
+    import shutil
+    import time
+
+    import pandas as pd
+
+    plain_workdir, _, plain, _ = external_run
+    assert plain.returncode == 0, plain.stderr[-4000:]
+    workdir = workflow_copy(tmp_path / "cluster")
+    shutil.copytree(smoke_run / "results/world", workdir / "results/world")
+    now = time.time()
+    for item in [workdir / "results/world", *(workdir / "results/world").rglob("*")]:
+        os.utime(item, (now, now))
+    feature = int(pd.read_csv(plain_workdir / "results/features/selected.csv")["feature"].iloc[0])
+    features = workdir / "one_feature.yaml"
+    features.write_text(f"features: {{ablate: [{feature}], steer: []}}\n")
+    result = snakemake(workdir, "--workflow-profile", "workflow/profiles/local-cluster", "--configfile", str(SMOKE), str(features), cores=())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "rule world_" not in output
+    submitted = [line.split("'")[1] for line in output.splitlines() if "with external jobid" in line]
+    spool = workdir / ".snakemake/local-cluster"
+
+    def analysis_jobs(workdir: Path) -> set[Path]:
+        """One benchmark file per job that ran, less the world's."""
+        benchmarks = workdir / "results/benchmarks"
+        return {path.relative_to(benchmarks) for path in benchmarks.rglob("*.tsv") if path.parts[-2] != "world"}
+
+    assert analysis_jobs(workdir) == analysis_jobs(plain_workdir)
+    assert len(set(submitted)) == len(submitted) == len(analysis_jobs(plain_workdir))
+    assert all((spool / f"{job}.exit").read_text().strip() == "0" for job in submitted)
+    pids = {(spool / f"{job}.pid").read_text().strip() for job in submitted}
+    assert len(pids) == len(submitted)
+    assert (workdir / "results/summary.csv").read_bytes() == (plain_workdir / "results/summary.csv").read_bytes()
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -298,7 +316,7 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-def test_damaged_crosscoder_stops_a_forced_rerun_before_any_job(external_copy):
+def test_damaged_crosscoder_stops_a_forced_rerun_before_any_job(external_copy, external_run):
     """A real run (not a dry run) with NaN in the crosscoder: one line, no job, no output deleted."""
     import shutil
 
