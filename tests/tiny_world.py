@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crosscoder_interventions.crosscoder import Crosscoder
+from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.lm_training import build_model
 from crosscoder_interventions.models import hookpoint_names, load_model
 from crosscoder_interventions.tokenizer import train_tokenizer
@@ -143,7 +143,7 @@ def save_real_shape_world(directory: Path, *, d_model: int = 32, n_features: int
     from safetensors.torch import save_file
 
     from crosscoder_interventions.corpus import generate_corpus
-    from crosscoder_interventions.crosscoder import fold_mean, unfold_scaling
+    from crosscoder_interventions.dictionary.model import fold_mean, unfold_scaling
 
     directory.mkdir(parents=True, exist_ok=True)
     train, evaluation = generate_corpus(24, 0.35, seed), generate_corpus(12, 0.5, seed + 1)

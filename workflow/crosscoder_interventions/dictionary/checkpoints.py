@@ -1,13 +1,6 @@
-"""The acausal many-layer JumpReLU crosscoder (DESIGN.md section 2) and its checkpoint format.
+"""Checkpoint formats of crosscoders and SAEs, read into a `Crosscoder` on raw activations.
 
-Shape letters used in names throughout the package:
-    B batch (token positions, flattened), S sequence position, N all harvested positions,
-    P hookpoints, D d_model, F features (latents), M models (always 1 here).
-
-A `Crosscoder` always works on RAW hookpoint activations x_p(t):
-    h(t)     = sum_p x_p(t) @ W_enc[p] + b_enc                 W_enc_PDF (P, D, F), b_enc_F (F)
-    f(t)     = h(t) * [h(t) > exp(log_threshold)]             log_threshold_F (F)
-    xhat_p(t) = f(t) @ W_dec[:, p] + b_dec[p]                  W_dec_FPD (F, P, D), b_dec_PD (P, D)
+Shape letters as in `dictionary.model`; L a library's layer axis (its hookpoints).
 
 Checkpoints are directories in the format of one of two libraries, told apart by the state dict's
 keys; `model.pt` is always loaded with `torch.load(weights_only=True)`.
@@ -51,8 +44,8 @@ from typing import Any
 
 import torch
 import yaml
-from torch import nn
 
+from crosscoder_interventions.dictionary.model import Crosscoder, fold_mean, fold_scaling, unfold_scaling
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import hookpoint_names
 
@@ -70,67 +63,6 @@ DEFAULT_BANDWIDTH = 2.0
 DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
-class Crosscoder(nn.Module):
-    """An acausal crosscoder on raw activations at `hookpoints`; any leading batch dims are allowed."""
-
-    def __init__(self, hookpoints: list[str], d_model: int, n_features: int, *, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        n_hookpoints = len(hookpoints)
-        self.hookpoints = list(hookpoints)
-        self.W_enc_PDF = nn.Parameter(torch.zeros(n_hookpoints, d_model, n_features, dtype=dtype))
-        self.b_enc_F = nn.Parameter(torch.zeros(n_features, dtype=dtype))
-        self.W_dec_FPD = nn.Parameter(torch.zeros(n_features, n_hookpoints, d_model, dtype=dtype))
-        self.b_dec_PD = nn.Parameter(torch.zeros(n_hookpoints, d_model, dtype=dtype))
-        self.log_threshold_F = nn.Parameter(torch.zeros(n_features, dtype=dtype))
-
-    @property
-    def n_hookpoints(self) -> int:
-        return self.W_enc_PDF.shape[0]
-
-    @property
-    def d_model(self) -> int:
-        return self.W_enc_PDF.shape[1]
-
-    @property
-    def n_features(self) -> int:
-        return self.W_enc_PDF.shape[2]
-
-    @property
-    def threshold_F(self) -> torch.Tensor:
-        return self.log_threshold_F.exp()
-
-    def encode_pre(self, acts_BPD: torch.Tensor) -> torch.Tensor:
-        """Pre-activations h, (..., P, D) -> (..., F)."""
-        P, D, F = self.W_enc_PDF.shape
-        if acts_BPD.shape[-2:] != (P, D):
-            raise ValueError(f"expected activations of shape (..., {P}, {D}), got {tuple(acts_BPD.shape)}")
-        return acts_BPD.flatten(-2) @ self.W_enc_PDF.reshape(P * D, F) + self.b_enc_F
-
-    def activate(self, pre_BF: torch.Tensor) -> torch.Tensor:
-        """JumpReLU: h * [h > exp(log_threshold)]."""
-        return pre_BF * (pre_BF > self.log_threshold_F.exp())
-
-    def encode(self, acts_BPD: torch.Tensor) -> torch.Tensor:
-        """Feature activations f, (..., P, D) -> (..., F)."""
-        return self.activate(self.encode_pre(acts_BPD))
-
-    def decode(self, f_BF: torch.Tensor) -> torch.Tensor:
-        """Reconstruction, (..., F) -> (..., P, D)."""
-        F, P, D = self.W_dec_FPD.shape
-        return (f_BF @ self.W_dec_FPD.reshape(F, P * D)).unflatten(-1, (P, D)) + self.b_dec_PD
-
-    def forward(self, acts_BPD: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(acts_BPD))
-
-    reconstruct = forward
-
-    def decoder_norms_F(self) -> torch.Tensor:
-        """sum_p ||W_dec[i, p]||, the weight of feature i in the sparsity penalties."""
-        return self.W_dec_FPD.norm(dim=-1).sum(-1)
-
-
-# --- folding ------------------------------------------------------------------------------------
-
 
 def _checked_scaling(scaling_factors_P: torch.Tensor | None, n_hookpoints: int) -> torch.Tensor:
     if scaling_factors_P is None:
@@ -139,32 +71,6 @@ def _checked_scaling(scaling_factors_P: torch.Tensor | None, n_hookpoints: int) 
     if scaling_factors_P.shape != (n_hookpoints,) or not bool((scaling_factors_P > 0).all()):
         raise ValueError(f"scaling factors must be {n_hookpoints} positive numbers, got {scaling_factors_P.tolist()}")
     return scaling_factors_P
-
-
-@torch.no_grad()
-def fold_scaling(crosscoder: Crosscoder, scaling_factors_P: torch.Tensor) -> Crosscoder:
-    """A crosscoder on raw activations from one on activations scaled by `scaling_factors_P` (in place)."""
-    s_P = scaling_factors_P.to(crosscoder.W_enc_PDF)
-    crosscoder.W_enc_PDF.mul_(s_P[:, None, None])
-    crosscoder.W_dec_FPD.div_(s_P[None, :, None])
-    crosscoder.b_dec_PD.div_(s_P[:, None])
-    return crosscoder
-
-
-@torch.no_grad()
-def fold_mean(crosscoder: Crosscoder, mean_PD: torch.Tensor) -> Crosscoder:
-    """A crosscoder on raw activations from one on activations minus `mean_PD` (in place):
-    h = sum_p (x_p - mu_p) W_enc[p] + b_enc and xhat_p = f W_dec[:, p] + b_dec[p] + mu_p."""
-    mu_PD = mean_PD.to(crosscoder.W_enc_PDF)
-    crosscoder.b_enc_F.sub_(torch.einsum("pd,pdf->f", mu_PD, crosscoder.W_enc_PDF))
-    crosscoder.b_dec_PD.add_(mu_PD)
-    return crosscoder
-
-
-@torch.no_grad()
-def unfold_scaling(crosscoder: Crosscoder, scaling_factors_P: torch.Tensor) -> Crosscoder:
-    """The inverse of `fold_scaling` (in place)."""
-    return fold_scaling(crosscoder, 1.0 / scaling_factors_P)
 
 
 # --- saving -------------------------------------------------------------------------------------
@@ -519,95 +425,3 @@ def load_crosscoder(
         )
     return crosscoder.requires_grad_(False).to(device=device, dtype=DTYPE_NAMES[dtype])
 
-
-# --- quality --------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def reconstruction_stats(crosscoder: Crosscoder, acts_NPD: torch.Tensor, batch_size: int = 4096) -> dict[str, Any]:
-    """Fraction of variance unexplained (overall and per hookpoint), mean L0 and dead fraction.
-
-    fvu = sum_{t,p} ||x_p(t) - xhat_p(t)||^2 / sum_{t,p} ||x_p(t) - mean_t x_p||^2, the mean taken per
-    hookpoint over these N positions; dead features never fire on them.
-    """
-    N, P, D = acts_NPD.shape
-    if N == 0:
-        raise ValueError("reconstruction_stats needs at least one activation vector")
-    device = crosscoder.W_enc_PDF.device
-    dtype = crosscoder.W_enc_PDF.dtype
-    sq_error_P = torch.zeros(P, dtype=torch.float64)
-    sum_PD = torch.zeros(P, D, dtype=torch.float64)
-    sum_sq_P = torch.zeros(P, dtype=torch.float64)
-    fired_F = torch.zeros(crosscoder.n_features, dtype=torch.bool)
-    l0_total = 0.0
-    for start in range(0, N, batch_size):
-        x_BPD = acts_NPD[start : start + batch_size].to(device=device, dtype=dtype)
-        f_BF = crosscoder.encode(x_BPD)
-        error_BPD = crosscoder.decode(f_BF) - x_BPD
-        sq_error_P += error_BPD.double().square().sum((0, 2)).cpu()
-        x64_BPD = x_BPD.double()
-        sum_PD += x64_BPD.sum(0).cpu()
-        sum_sq_P += x64_BPD.square().sum((0, 2)).cpu()
-        active_BF = f_BF != 0
-        l0_total += float(active_BF.sum())
-        fired_F |= active_BF.any(0).cpu()
-    mean_PD = sum_PD / N
-    total_var_P = sum_sq_P - N * mean_PD.square().sum(-1)
-    fvu_P = sq_error_P / total_var_P.clamp_min(1e-30)
-    return {
-        "fvu": float(sq_error_P.sum() / total_var_P.sum().clamp_min(1e-30)),
-        "fvu_per_hookpoint": {hookpoint: float(value) for hookpoint, value in zip(crosscoder.hookpoints, fvu_P)},
-        "mean_l0": l0_total / N,
-        "dead_fraction": float((~fired_F).float().mean()),
-        "n_tokens": N,
-    }
-
-
-@torch.no_grad()
-def span_detection(
-    crosscoder: Crosscoder,
-    acts_NPD: torch.Tensor,
-    labels_N: torch.Tensor,
-    batch_size: int = 4096,
-    *,
-    min_precision: float = 0.8,
-    min_recall: float = 0.05,
-) -> dict[str, Any]:
-    """How well features detect the labelled positions (e.g. the deployment tag's tokens).
-
-    Returns the single feature with the best F1 (its precision = P(labelled | fires), recall =
-    P(fires | labelled)), every feature specific to the labels (precision >= `min_precision`, recall >=
-    `min_recall`), and the recall of the union of those specific features.
-    """
-    labels_N = labels_N.bool()
-    if labels_N.shape != acts_NPD.shape[:1]:
-        raise ValueError(f"{len(labels_N)} labels for {len(acts_NPD)} positions")
-    device = crosscoder.W_enc_PDF.device
-    hits_F = torch.zeros(crosscoder.n_features, dtype=torch.float64)
-    fired_F = torch.zeros(crosscoder.n_features, dtype=torch.float64)
-    labelled_fires = []
-    for start in range(0, len(acts_NPD), batch_size):
-        fires_BF = (crosscoder.encode(acts_NPD[start : start + batch_size].to(device, crosscoder.W_enc_PDF.dtype)) > 0).cpu()
-        label_B = labels_N[start : start + batch_size]
-        fired_F += fires_BF.sum(0).double()
-        labelled_fires.append(fires_BF[label_B])
-        hits_F += labelled_fires[-1].sum(0).double()
-    fires_LF = torch.cat(labelled_fires)
-    n_labelled = len(fires_LF)
-    precision_F = hits_F / fired_F.clamp_min(1)
-    recall_F = hits_F / max(1, n_labelled)
-    f1_F = 2 * precision_F * recall_F / (precision_F + recall_F).clamp_min(1e-12)
-    best = int(f1_F.argmax())
-    specific = ((precision_F >= min_precision) & (recall_F >= min_recall)).nonzero()[:, 0]
-    specific = specific[recall_F[specific].argsort(descending=True)]
-    return {
-        "feature": best,
-        "f1": float(f1_F[best]),
-        "precision": float(precision_F[best]),
-        "recall": float(recall_F[best]),
-        "n_labelled": n_labelled,
-        "specific_features": [
-            {"feature": int(i), "precision": float(precision_F[i]), "recall": float(recall_F[i])} for i in specific
-        ],
-        "specific_union_recall": float(fires_LF[:, specific].any(1).double().mean()) if n_labelled and len(specific) else 0.0,
-    }
