@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from crosscoder_interventions.calibration import calibrate, log_bisect
-from crosscoder_interventions.dictionary.model import BatchTopK, ReLU, TopK
+from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReLU, TopK
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import NonFiniteError, Sampling, _layout, generate
 from crosscoder_interventions.interventions import (
@@ -176,6 +176,30 @@ def test_fast_path_matches_reference_for_every_activation(world, activation):
                 reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
                 assert_matches_reference(fast, s, k, prompt, reference)
                 assert (fast.activations[s][k] - plain.activations[0][k]).abs().max() > 1e-2, (method, k)
+
+
+@pytest.mark.parametrize("world", FLOAT32_ONLY, indirect=True)
+def test_single_hookpoint_topk_sae_matches_reference(world):
+    """A single-layer SAE is a crosscoder with one hookpoint: the engine takes it as it is."""
+    bridge, crosscoder, prompts = world
+    sae = Crosscoder([HOOKPOINTS[2]], 32, 24, activation=TopK(4))
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(3)
+        sae.W_enc_PDF.copy_(torch.randn(1, 32, 24, generator=generator) / 8)
+        sae.W_dec_FPD.copy_(torch.randn(24, 1, 32, generator=generator))
+    sae = sae.to(crosscoder.W_dec_FPD.device)
+    plain = generate(bridge, sae, prompts, [Plain()], max_new_tokens=N_NEW, record_activations=True, progress=False)
+    feature = int(torch.cat([sae.encode(acts_SPD) > 0 for acts_SPD in plain.activations[0]]).float().mean(0).argmax())
+    settings = [
+        SingleLayerAblation(feature, HOOKPOINTS[2], 2.0), PerturbationAblation(feature, 0.05, 3),
+        PerturbationClamping(feature, 3.0, 0.01, 3), ManyLayerSteering(feature, 2.0),
+    ]
+    fast = generate(bridge, sae, prompts, settings, max_new_tokens=N_NEW, starts=STARTS, record_activations=True, progress=False)
+    for s, setting in enumerate(settings):
+        for k, prompt in enumerate(prompts):
+            reference = reference_generate(bridge, sae, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
+            assert_matches_reference(fast, s, k, prompt, reference)
+            assert (fast.activations[s][k] - plain.activations[0][k]).abs().max() > 1e-2, (setting, k)
 
 
 def test_plain_matches_bridge_generate(world):
