@@ -227,3 +227,11 @@ def test_saelens_errors_name_the_file_and_fix(tmp_path):
         with pytest.raises(ConfigError, match=message) as error:
             load_crosscoder(directory)
         assert "\n" not in str(error.value)
+
+
+def test_only_jumprelu_crosscoders_are_saved_in_the_crosscode_format(tmp_path):
+    from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
+
+    with pytest.raises(ValueError, match="holds JumpReLU crosscoders, not topk ones"):
+        save_crosscode_checkpoint(Crosscoder(["a"], D, F, activation=TopK(3)), tmp_path / "topk", scaling_factors_P=None, folded=True)
+    assert not (tmp_path / "topk").exists()

@@ -118,6 +118,8 @@ def save_crosscode_checkpoint(
     library's trainers save; `folded=False` writes the weights on scaled activations.
     `bandwidth` is the JumpReLU STE bandwidth of training (in scaled units), kept in the yaml.
     """
+    if type(crosscoder.activation) is not JumpReLU:
+        raise ValueError(f"the crosscode checkpoint format written here holds JumpReLU crosscoders, not {crosscoder.activation.name} ones")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     P, D, F = crosscoder.W_enc_PDF.shape
