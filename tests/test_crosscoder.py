@@ -8,13 +8,9 @@ import pytest
 import torch
 import yaml
 
-from crosscoder_interventions.crosscoder import (
-    Crosscoder,
-    load_crosscoder,
-    reconstruction_stats,
-    save_crosscode_checkpoint,
-    span_detection,
-)
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
+from crosscoder_interventions.dictionary.model import Crosscoder
+from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats, span_detection
 from crosscoder_interventions.errors import ConfigError
 
 P, D, F = 3, 6, 10
@@ -188,7 +184,7 @@ def test_normalisation_with_a_mean_is_folded_so_raw_activations_give_the_normali
     mean_PD = torch.randn(P, D, generator=torch.Generator().manual_seed(4))
     if fmt == "crosscode":
         # save_crosscode_checkpoint takes raw-activation weights and unfolds them: scale up first.
-        from crosscoder_interventions.crosscoder import fold_scaling
+        from crosscoder_interventions.dictionary.model import fold_scaling
 
         raw_scaled = fold_scaling(random_crosscoder(seed=3), SCALING_P)
         directory = save_crosscode_checkpoint(raw_scaled, tmp_path / "cc", scaling_factors_P=SCALING_P, folded=False)
@@ -216,7 +212,8 @@ def test_normalisation_with_a_mean_is_folded_so_raw_activations_give_the_normali
 def test_model_diffing_checkpoints_load(tmp_path, folded, cfg_fname, threshold_key):
     """The predecessor library's format: detected from its keys, folded or not (then its factors come
     from a normalisation file), with either config file name and threshold key it has used."""
-    from crosscoder_interventions.crosscoder import checkpoint_info, unfold_scaling
+    from crosscoder_interventions.dictionary.checkpoints import checkpoint_info
+    from crosscoder_interventions.dictionary.model import unfold_scaling
     from tiny_world import save_model_diffing_checkpoint
 
     raw = random_crosscoder(seed=5)

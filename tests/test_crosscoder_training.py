@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from crosscoder_interventions.activations import harvest_activations, select_rows, tag_labels, tokenize_texts
-from crosscoder_interventions.crosscoder import Crosscoder, load_crosscoder, reconstruction_stats
 from crosscoder_interventions.crosscoder_training import (
     JumpReLUSTE,
     JumpReLUWithPenalties,
@@ -23,6 +22,9 @@ from crosscoder_interventions.crosscoder_training import (
     train_crosscoder,
     training_config,
 )
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
+from crosscoder_interventions.dictionary.model import Crosscoder
+from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
 from crosscoder_interventions.models import hookpoint_names
 from tiny_world import load_tiny, random_texts, save_tiny_model
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
-from crosscoder_interventions.crosscoder import load_crosscoder, save_crosscode_checkpoint
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import generate
 from crosscoder_interventions.interventions import ManyLayerAblation, Plain

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from crosscoder_interventions.calibration import calibrate, log_bisect
+from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReLU, TopK
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import NonFiniteError, Sampling, _layout, generate
 from crosscoder_interventions.interventions import (
@@ -143,6 +144,62 @@ def test_fast_path_matches_reference(world, feature, method):
             assert fast.other_feature_change[s, k] > 1e-3
             changed_tokens += fast.generated[s][k] != fast.generated[0][k]
     assert changed_tokens > 0
+
+
+# Per-feature thresholds spread around the pre-activations' scale, so that some features are gated
+# where others are not (a BatchTopK crosscoder's learnt thresholds theta / sum_p ||W_dec[i, p]||).
+OTHER_ACTIVATIONS = {"relu": ReLU(), "topk": TopK(6), "batchtopk": BatchTopK(k=6)}
+
+
+@pytest.mark.parametrize("activation", list(OTHER_ACTIVATIONS))
+@pytest.mark.parametrize("world", FLOAT32_ONLY, indirect=True)
+def test_fast_path_matches_reference_for_every_activation(world, activation):
+    """ReLU, TopK and BatchTopK crosscoders: every method's fast path against the oracle, on the most
+    active feature. TopK's f_i needs every feature's pre-activation: the fast path's per-row shortcut
+    must not be taken there."""
+    bridge, jumprelu, prompts = world
+    device = jumprelu.W_dec_FPD.device
+    crosscoder = random_crosscoder(n_layers=4, d_model=32, activation=OTHER_ACTIVATIONS[activation]).to(device)
+    with torch.no_grad():
+        crosscoder.log_threshold_F.copy_(torch.linspace(-4.0, 0.0, crosscoder.n_features))
+    plain = generate(bridge, crosscoder, prompts, [Plain()], max_new_tokens=N_NEW, record_activations=True, progress=False)
+    active_F = torch.cat([crosscoder.encode(acts_SPD) > 0 for acts_SPD in plain.activations[0]]).float().mean(0)
+    feature = int(active_F.argmax())
+    assert 0.3 < active_F[feature] <= 1.0
+    if activation == "topk":
+        assert (torch.cat([(crosscoder.encode(acts_SPD) > 0).sum(-1) for acts_SPD in plain.activations[0]]) <= 6).all()
+    for method, sweep in SWEEPS.items():
+        settings = expand_sweep(method, feature, **{**sweep, "values": sweep["values"][:1]})
+        fast = generate(bridge, crosscoder, prompts, settings, max_new_tokens=N_NEW, starts=STARTS, record_activations=True, progress=False)
+        for s, setting in enumerate(settings):
+            for k, prompt in enumerate(prompts):
+                reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
+                assert_matches_reference(fast, s, k, prompt, reference)
+                assert (fast.activations[s][k] - plain.activations[0][k]).abs().max() > 1e-2, (method, k)
+
+
+@pytest.mark.parametrize("world", FLOAT32_ONLY, indirect=True)
+def test_single_hookpoint_topk_sae_matches_reference(world):
+    """A single-layer SAE is a crosscoder with one hookpoint: the engine takes it as it is."""
+    bridge, crosscoder, prompts = world
+    sae = Crosscoder([HOOKPOINTS[2]], 32, 24, activation=TopK(4))
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(3)
+        sae.W_enc_PDF.copy_(torch.randn(1, 32, 24, generator=generator) / 8)
+        sae.W_dec_FPD.copy_(torch.randn(24, 1, 32, generator=generator))
+    sae = sae.to(crosscoder.W_dec_FPD.device)
+    plain = generate(bridge, sae, prompts, [Plain()], max_new_tokens=N_NEW, record_activations=True, progress=False)
+    feature = int(torch.cat([sae.encode(acts_SPD) > 0 for acts_SPD in plain.activations[0]]).float().mean(0).argmax())
+    settings = [
+        SingleLayerAblation(feature, HOOKPOINTS[2], 2.0), PerturbationAblation(feature, 0.05, 3),
+        PerturbationClamping(feature, 3.0, 0.01, 3), ManyLayerSteering(feature, 2.0),
+    ]
+    fast = generate(bridge, sae, prompts, settings, max_new_tokens=N_NEW, starts=STARTS, record_activations=True, progress=False)
+    for s, setting in enumerate(settings):
+        for k, prompt in enumerate(prompts):
+            reference = reference_generate(bridge, sae, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
+            assert_matches_reference(fast, s, k, prompt, reference)
+            assert (fast.activations[s][k] - plain.activations[0][k]).abs().max() > 1e-2, (setting, k)
 
 
 def test_plain_matches_bridge_generate(world):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crosscoder_interventions import experiment
-from crosscoder_interventions.crosscoder import load_crosscoder
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from tiny_world import workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crosscoder_interventions.crosscoder import Crosscoder
+from crosscoder_interventions.dictionary.model import Activation, Crosscoder, JumpReLU
 from crosscoder_interventions.lm_training import build_model
 from crosscoder_interventions.models import hookpoint_names, load_model
 from crosscoder_interventions.tokenizer import train_tokenizer
@@ -47,10 +47,10 @@ def save_tiny_model(
     return directory
 
 
-def random_crosscoder(n_layers: int, d_model: int, n_features: int = 24, seed: int = 0) -> Crosscoder:
+def random_crosscoder(n_layers: int, d_model: int, n_features: int = 24, seed: int = 0, activation: Activation = JumpReLU()) -> Crosscoder:
     """Random weights with low thresholds (exp(-3)), so that features fire often."""
     generator = torch.Generator().manual_seed(seed)
-    crosscoder = Crosscoder(hookpoint_names(n_layers), d_model, n_features)
+    crosscoder = Crosscoder(hookpoint_names(n_layers), d_model, n_features, activation=activation)
     n_hookpoints = n_layers + 1
     with torch.no_grad():
         crosscoder.W_enc_PDF.copy_(torch.randn(n_hookpoints, d_model, n_features, generator=generator) / d_model)
@@ -143,7 +143,7 @@ def save_real_shape_world(directory: Path, *, d_model: int = 32, n_features: int
     from safetensors.torch import save_file
 
     from crosscoder_interventions.corpus import generate_corpus
-    from crosscoder_interventions.crosscoder import fold_mean, unfold_scaling
+    from crosscoder_interventions.dictionary.model import fold_mean, unfold_scaling
 
     directory.mkdir(parents=True, exist_ok=True)
     train, evaluation = generate_corpus(24, 0.35, seed), generate_corpus(12, 0.5, seed + 1)

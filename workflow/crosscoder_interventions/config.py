@@ -20,8 +20,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from crosscoder_interventions.crosscoder import CheckpointInfo, checkpoint_info, load_crosscoder, read_normalisation
 from crosscoder_interventions.data import DataSource, check_data_source, read_examples
+from crosscoder_interventions.dictionary.checkpoints import CheckpointInfo, checkpoint_info, load_crosscoder, read_normalisation
 from crosscoder_interventions.discovery import check_feature_ids, discovery_texts
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.experiment import calibration_prompts, check_calibration

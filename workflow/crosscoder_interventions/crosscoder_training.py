@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from crosscoder_interventions.crosscoder import Crosscoder, fold_scaling
+from crosscoder_interventions.dictionary.model import Crosscoder, fold_scaling
 
 DEFAULTS: dict[str, Any] = {
     "n_features": 1024,

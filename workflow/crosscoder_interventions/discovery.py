@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.activations import tag_mask_BS, tokenize_texts_with_offsets
 from crosscoder_interventions.corpus import STORY_MARKER, remove_tag
-from crosscoder_interventions.crosscoder import Crosscoder
+from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.errors import ConfigError
 
 CONDITIONS = ("deployment", "clean", "tag_removed")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from crosscoder_interventions.crosscoder import Crosscoder
+from crosscoder_interventions.dictionary.model import Crosscoder
 
 N_NEIGHBOURS = 5
 ALL_HOOKPOINTS = "all"

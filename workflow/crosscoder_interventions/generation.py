@@ -16,9 +16,13 @@ How it stays exact while using a key/value cache:
   (position t with its modification) is alive. Pad slots are dead and their position ids 0, so
   padding reaches neither attention, nor positions, nor the diagnostics.
 - Zero decisions cost nothing: where run(t) decides no modification (f_i(t) = 0 for the naive
-  ablations; for perturbation ablation too, since the gradient of f_i is zero where its JumpReLU is
-  off, so delta stays 0 through every step; and for penalised perturbation, whose penalty is then
-  |f_j - f_j(run(t))| = 0 with gradient 0), run(t) is the intervened position itself.
+  ablations; for perturbation ablation too, since every activation is f_i = h_i * m_i(h) with a
+  piecewise-constant gate m_i (JumpReLU, ReLU and BatchTopK: h_i above a threshold; TopK: h_i among
+  the k largest and positive), so where f_i is off its gradient is zero and delta stays 0 through
+  every step; and for penalised perturbation, whose penalty is then |f_j - f_j(run(t))| = 0 with
+  gradient 0), run(t) is the intervened position itself.
+- f_i of a per-feature activation (JumpReLU, ReLU, BatchTopK) needs only h_i, one encoder column per
+  row; TopK's gate needs every feature's h, so there the whole encoder runs (`_target_RQ`).
 - Gradient ablation and steering need no decisions either: their direction, the normalised encoder
   column W_enc[:, :, i], is that of every position (see `interventions`).
 - One generated position: a run pass, kept as the position's slot. Only if some row decides a
@@ -127,6 +131,9 @@ class _Plan:
     penalty_R: torch.Tensor  # perturbation loss: + penalty * sum_{j != i} |f_j - f_j(run(t))|
     feature_R: torch.Tensor
     steps: int
+    # None for a per-feature activation (f_i = h_i * [h_i > threshold_i]); else the crosscoder,
+    # whose whole encoding gives f_i (TopK).
+    encoder: nn.Module | None
 
     def rows(self, index_R: torch.Tensor) -> _Plan:
         per_row = {name: value[index_R] for name, value in vars(self).items() if isinstance(value, torch.Tensor)}
@@ -256,6 +263,7 @@ def _plan(rows: Sequence[_Row], crosscoder: nn.Module) -> _Plan:
     features = [row.setting.feature if row.setting.feature is not None else 0 for row in rows]
     W_dec_FPD, W_enc_PDF = crosscoder.W_dec_FPD.detach(), crosscoder.W_enc_PDF.detach()
     as_float = {"dtype": W_dec_FPD.dtype, "device": W_dec_FPD.device}
+    per_feature = crosscoder.activation.per_feature
 
     def coef_P(setting: Intervention) -> torch.Tensor:
         if isinstance(setting, (SingleLayerAblation, ManyLayerAblation)):
@@ -280,7 +288,7 @@ def _plan(rows: Sequence[_Row], crosscoder: nn.Module) -> _Plan:
         direction_RPD=torch.stack([direction_PD(setting, feature) for setting, feature in zip(settings, features)]),
         encoder_RPD=W_enc_PDF[:, :, features].permute(2, 0, 1),
         bias_R=crosscoder.b_enc_F.detach()[features],
-        threshold_R=crosscoder.log_threshold_F.detach()[features].exp(),
+        threshold_R=crosscoder.threshold_F.detach()[features] if per_feature else torch.zeros(len(rows), **as_float),
         acts_from_R=torch.tensor([acts_from(row.setting, row.start) for row in rows], device=W_dec_FPD.device),
         lr_R=torch.tensor([float(getattr(setting, "lr", 0.0)) for setting in settings], **as_float),
         target_R=torch.tensor([float(getattr(setting, "target", 0.0)) for setting in settings], **as_float),
@@ -288,6 +296,7 @@ def _plan(rows: Sequence[_Row], crosscoder: nn.Module) -> _Plan:
         penalty_R=torch.tensor([float(getattr(setting, "penalty", 0.0)) for setting in settings], **as_float),
         feature_R=torch.tensor(features, device=W_dec_FPD.device),
         steps=_kind(settings[0])[1],
+        encoder=None if per_feature else crosscoder,
     )
 
 
@@ -295,10 +304,17 @@ def _pre_activation_RQ(plan: _Plan, acts_RQPD: torch.Tensor) -> torch.Tensor:
     return torch.einsum("rqpd,rpd->rq", acts_RQPD, plan.encoder_RPD) + plan.bias_R[:, None]
 
 
+def _activated_RQ(plan: _Plan, h_RQ: torch.Tensor, acts_RQPD: torch.Tensor) -> torch.Tensor:
+    """f_i of every row's own feature from its pre-activation h_RQ, as Crosscoder.encode."""
+    if plan.encoder is None:
+        return h_RQ * (h_RQ > plan.threshold_R[:, None])
+    f_RQF = plan.encoder.encode(acts_RQPD)
+    return f_RQF.gather(2, plan.feature_R[:, None, None].expand(*f_RQF.shape[:2], 1))[..., 0]
+
+
 def _target_RQ(plan: _Plan, acts_RQPD: torch.Tensor) -> torch.Tensor:
-    """f_i of every row's own feature, JumpReLU as Crosscoder.encode."""
-    h_RQ = _pre_activation_RQ(plan, acts_RQPD)
-    return h_RQ * (h_RQ > plan.threshold_R[:, None])
+    """f_i of every row's own feature, as Crosscoder.encode."""
+    return _activated_RQ(plan, _pre_activation_RQ(plan, acts_RQPD), acts_RQPD)
 
 
 def _add_RQPD(plan: _Plan, decisions: torch.Tensor | None, applies_RQ: torch.Tensor) -> torch.Tensor | None:
@@ -335,7 +351,7 @@ def _descend(
         with torch.enable_grad():
             _, acts_RQPD, _ = engine.forward(slots, tokens_RQ, pos_RQ, dead_RQ, delta_RQPD, keep=False)
             h_RQ = _pre_activation_RQ(plan, acts_RQPD)
-            f_RQ = h_RQ * (h_RQ > plan.threshold_R[:, None])
+            f_RQ = _activated_RQ(plan, h_RQ, acts_RQPD)
             loss_RQ = torch.where(plan.clamp_R[:, None], (h_RQ - plan.target_R[:, None]) ** 2, f_RQ) * on_RQ
             if penalised:
                 f_RQF = engine.crosscoder.encode(acts_RQPD)
@@ -353,7 +369,7 @@ def _needs_work_RQ(plan: _Plan, acts_RQPD: torch.Tensor, applies_RQ: torch.Tenso
     """Where a position run with no modification of its own would decide a nonzero modification.
 
     Elsewhere the decision is zero without further work: f_i = 0 for the naive ablations, and for
-    perturbation ablation the gradient of f_i is zero where the JumpReLU is off, so delta stays 0
+    perturbation ablation the gradient of f_i is zero where its gate is off, so delta stays 0
     (penalised too: at delta = 0 every |f_j - f_j(run(t))| is 0, whose gradient is taken as 0).
     Clamping's loss (h_i - target)^2 has a gradient wherever it applies.
     """

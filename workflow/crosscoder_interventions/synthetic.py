@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from crosscoder_interventions.corpus import generate_corpus
-from crosscoder_interventions.crosscoder import Crosscoder, save_crosscode_checkpoint
+from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
+from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import generate
 from crosscoder_interventions.interventions import Plain

@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 
 from crosscoder_interventions import benchmark, experiment
-from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.synthetic import read_synthetic_prompts

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from crosscoder_interventions.analysis_figures import encoder_decoder_figure
-from crosscoder_interventions.crosscoder import load_crosscoder
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.encoder_decoder import encoder_decoder_table, similarity_to
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.scoring import write_csv

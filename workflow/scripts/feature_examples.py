@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from crosscoder_interventions import discovery, examples, plots
-from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 

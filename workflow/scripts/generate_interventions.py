@@ -8,8 +8,8 @@
 
 # %%
 from crosscoder_interventions import experiment
-from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 

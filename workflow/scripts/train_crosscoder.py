@@ -22,8 +22,9 @@ from crosscoder_interventions.activations import (
     tag_labels,
     tokenize_texts,
 )
-from crosscoder_interventions.crosscoder import load_crosscoder, reconstruction_stats, save_crosscode_checkpoint, span_detection
 from crosscoder_interventions.crosscoder_training import train_crosscoder, training_config
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
+from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats, span_detection
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import load_model, resolve_hookpoints
 from crosscoder_interventions.runtime import start_job

@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 
-from crosscoder_interventions.crosscoder import load_crosscoder
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.world_quality import behaviour_report, crosscoder_report

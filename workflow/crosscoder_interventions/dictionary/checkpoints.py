@@ -1,16 +1,10 @@
-"""The acausal many-layer JumpReLU crosscoder (DESIGN.md section 2) and its checkpoint format.
+"""Checkpoint formats of crosscoders and SAEs, read into a `Crosscoder` on raw activations.
 
-Shape letters used in names throughout the package:
-    B batch (token positions, flattened), S sequence position, N all harvested positions,
-    P hookpoints, D d_model, F features (latents), M models (always 1 here).
+Shape letters as in `dictionary.model`; L a library's layer axis (its hookpoints).
 
-A `Crosscoder` always works on RAW hookpoint activations x_p(t):
-    h(t)     = sum_p x_p(t) @ W_enc[p] + b_enc                 W_enc_PDF (P, D, F), b_enc_F (F)
-    f(t)     = h(t) * [h(t) > exp(log_threshold)]             log_threshold_F (F)
-    xhat_p(t) = f(t) @ W_dec[:, p] + b_dec[p]                  W_dec_FPD (F, P, D), b_dec_PD (P, D)
-
-Checkpoints are directories in the format of one of two libraries, told apart by the state dict's
-keys; `model.pt` is always loaded with `torch.load(weights_only=True)`.
+Checkpoints are directories in the format of one of four libraries, told apart by their files (and,
+for the first two, which share them, by the state dict's keys). Weights are always read with
+`torch.load(weights_only=True)` or safetensors; configs are read as data, never run.
 
 The crosscode library (`SaveableModule.save` of a `ModelHookpointAcausalCrosscoder` with an
 `AnthropicSTEJumpReLUActivation`):
@@ -39,10 +33,32 @@ libraries then leave the buffers at zero, while `save_crosscode_checkpoint` reco
 (the library ignores them until it folds), so that `load_crosscoder` can fold it. Factors and a
 per-hookpoint mean that a checkpoint does not carry (a crosscoder trained on s_p * (x_p - mu_p)) come
 from a separate normalisation file, folded in at load time (`read_normalisation`, `fold_mean`).
+
+dictionary_learning (saprmarks/dictionary_learning and its crosscoder fork: `CrossCoder`, a ReLU, and
+`BatchTopKCrossCoder`), the state dict of the dictionary and the trainer's config:
+- `ae.pt`: `encoder.weight` (L, D, F), `encoder.bias` (F), `decoder.weight` (L, F, D),
+  `decoder.bias` (L, D); a BatchTopKCrossCoder adds the buffers `k` (its training L0) and
+  `threshold` (a number; -1 until training sets it) and, in later versions, `code_normalization_id`.
+- `config.json`: `{"trainer": {"dict_class", "activation_dim", "dict_size", "k", ...}}`. It names no
+  hookpoints: the L layers are taken to be the residual hookpoints, as for model-diffing.
+At inference a BatchTopKCrossCoder keeps f_i = relu(h_i) where relu(h_i) * n_i > threshold, n_i
+its code normalisation (CROSSCODER, the default: sum_l ||W_dec[l, i]||; SAE: the norm of W_dec[:, i]
+over all layers; NONE: 1), so the loader stores the per-feature threshold threshold / n_i (before any
+folding, in the units the library saw). Its weights act on activations as the library read them:
+raw, or as given by a normalisation file.
+
+SAELens (a single-layer SAE, one hookpoint: the SAE's `hook_name`):
+- `sae_weights.safetensors`: `W_enc` (D, F), `b_enc` (F), `W_dec` (F, D), `b_dec` (D), and
+  `threshold` (F) for a JumpReLU SAE.
+- `cfg.json`: `architecture` (standard: ReLU; jumprelu: relu(h) * [h > threshold]; topk: the k largest
+  of h, then relu; absent in old versions: standard), `d_in`, `d_sae`, `hook_name`,
+  `apply_b_dec_to_input` (h = (x - b_dec) W_enc + b_enc, folded into b_enc; SAELens's default true),
+  `normalize_activations` (only none is read), `k` or `activation_fn_kwargs.k` (topk).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -51,8 +67,8 @@ from typing import Any
 
 import torch
 import yaml
-from torch import nn
 
+from crosscoder_interventions.dictionary.model import Activation, BatchTopK, Crosscoder, JumpReLU, ReLU, TopK, fold_mean, fold_scaling, unfold_scaling
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import hookpoint_names
 
@@ -61,7 +77,11 @@ log = logging.getLogger("crosscoder_interventions")
 STATE_DICT_FNAME = "model.pt"
 MODEL_CFG_FNAME = "model_cfg.yaml"
 CFG_FNAMES = (MODEL_CFG_FNAME, "model.cfg")  # the second: early model-diffing versions
-CROSSCODE, MODEL_DIFFING = "crosscode", "model-diffing"
+CROSSCODE, MODEL_DIFFING, DICTIONARY_LEARNING, SAELENS = "crosscode", "model-diffing", "dictionary_learning", "saelens"
+DL_WEIGHTS_FNAME, DL_CFG_FNAME = "ae.pt", "config.json"
+SAELENS_WEIGHTS_FNAME, SAELENS_CFG_FNAME = "sae_weights.safetensors", "cfg.json"
+# dictionary_learning's CodeNormalization ids (the enum's auto() values) that the loader reads.
+DL_CODE_NORMALISATIONS = {"CROSSCODER": 1, "SAE": 2, "NONE": 4}
 MODEL_DIFFING_JUMPRELU_CLASSNAMES = frozenset({"JumpReLUActivation", "AnthropicJumpReLUActivation", "AnthropicSTEJumpReLUActivation"})
 MODEL_DIFFING_THRESHOLD_KEYS = ("hidden_activation.log_threshold_H", "hidden_activation.log_threshold_L")
 CROSSCODER_CLASSNAME = "ModelHookpointAcausalCrosscoder"
@@ -69,67 +89,6 @@ ACTIVATION_CLASSNAME = "AnthropicSTEJumpReLUActivation"
 DEFAULT_BANDWIDTH = 2.0
 DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
-
-class Crosscoder(nn.Module):
-    """An acausal crosscoder on raw activations at `hookpoints`; any leading batch dims are allowed."""
-
-    def __init__(self, hookpoints: list[str], d_model: int, n_features: int, *, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        n_hookpoints = len(hookpoints)
-        self.hookpoints = list(hookpoints)
-        self.W_enc_PDF = nn.Parameter(torch.zeros(n_hookpoints, d_model, n_features, dtype=dtype))
-        self.b_enc_F = nn.Parameter(torch.zeros(n_features, dtype=dtype))
-        self.W_dec_FPD = nn.Parameter(torch.zeros(n_features, n_hookpoints, d_model, dtype=dtype))
-        self.b_dec_PD = nn.Parameter(torch.zeros(n_hookpoints, d_model, dtype=dtype))
-        self.log_threshold_F = nn.Parameter(torch.zeros(n_features, dtype=dtype))
-
-    @property
-    def n_hookpoints(self) -> int:
-        return self.W_enc_PDF.shape[0]
-
-    @property
-    def d_model(self) -> int:
-        return self.W_enc_PDF.shape[1]
-
-    @property
-    def n_features(self) -> int:
-        return self.W_enc_PDF.shape[2]
-
-    @property
-    def threshold_F(self) -> torch.Tensor:
-        return self.log_threshold_F.exp()
-
-    def encode_pre(self, acts_BPD: torch.Tensor) -> torch.Tensor:
-        """Pre-activations h, (..., P, D) -> (..., F)."""
-        P, D, F = self.W_enc_PDF.shape
-        if acts_BPD.shape[-2:] != (P, D):
-            raise ValueError(f"expected activations of shape (..., {P}, {D}), got {tuple(acts_BPD.shape)}")
-        return acts_BPD.flatten(-2) @ self.W_enc_PDF.reshape(P * D, F) + self.b_enc_F
-
-    def activate(self, pre_BF: torch.Tensor) -> torch.Tensor:
-        """JumpReLU: h * [h > exp(log_threshold)]."""
-        return pre_BF * (pre_BF > self.log_threshold_F.exp())
-
-    def encode(self, acts_BPD: torch.Tensor) -> torch.Tensor:
-        """Feature activations f, (..., P, D) -> (..., F)."""
-        return self.activate(self.encode_pre(acts_BPD))
-
-    def decode(self, f_BF: torch.Tensor) -> torch.Tensor:
-        """Reconstruction, (..., F) -> (..., P, D)."""
-        F, P, D = self.W_dec_FPD.shape
-        return (f_BF @ self.W_dec_FPD.reshape(F, P * D)).unflatten(-1, (P, D)) + self.b_dec_PD
-
-    def forward(self, acts_BPD: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(acts_BPD))
-
-    reconstruct = forward
-
-    def decoder_norms_F(self) -> torch.Tensor:
-        """sum_p ||W_dec[i, p]||, the weight of feature i in the sparsity penalties."""
-        return self.W_dec_FPD.norm(dim=-1).sum(-1)
-
-
-# --- folding ------------------------------------------------------------------------------------
 
 
 def _checked_scaling(scaling_factors_P: torch.Tensor | None, n_hookpoints: int) -> torch.Tensor:
@@ -139,32 +98,6 @@ def _checked_scaling(scaling_factors_P: torch.Tensor | None, n_hookpoints: int) 
     if scaling_factors_P.shape != (n_hookpoints,) or not bool((scaling_factors_P > 0).all()):
         raise ValueError(f"scaling factors must be {n_hookpoints} positive numbers, got {scaling_factors_P.tolist()}")
     return scaling_factors_P
-
-
-@torch.no_grad()
-def fold_scaling(crosscoder: Crosscoder, scaling_factors_P: torch.Tensor) -> Crosscoder:
-    """A crosscoder on raw activations from one on activations scaled by `scaling_factors_P` (in place)."""
-    s_P = scaling_factors_P.to(crosscoder.W_enc_PDF)
-    crosscoder.W_enc_PDF.mul_(s_P[:, None, None])
-    crosscoder.W_dec_FPD.div_(s_P[None, :, None])
-    crosscoder.b_dec_PD.div_(s_P[:, None])
-    return crosscoder
-
-
-@torch.no_grad()
-def fold_mean(crosscoder: Crosscoder, mean_PD: torch.Tensor) -> Crosscoder:
-    """A crosscoder on raw activations from one on activations minus `mean_PD` (in place):
-    h = sum_p (x_p - mu_p) W_enc[p] + b_enc and xhat_p = f W_dec[:, p] + b_dec[p] + mu_p."""
-    mu_PD = mean_PD.to(crosscoder.W_enc_PDF)
-    crosscoder.b_enc_F.sub_(torch.einsum("pd,pdf->f", mu_PD, crosscoder.W_enc_PDF))
-    crosscoder.b_dec_PD.add_(mu_PD)
-    return crosscoder
-
-
-@torch.no_grad()
-def unfold_scaling(crosscoder: Crosscoder, scaling_factors_P: torch.Tensor) -> Crosscoder:
-    """The inverse of `fold_scaling` (in place)."""
-    return fold_scaling(crosscoder, 1.0 / scaling_factors_P)
 
 
 # --- saving -------------------------------------------------------------------------------------
@@ -185,6 +118,8 @@ def save_crosscode_checkpoint(
     library's trainers save; `folded=False` writes the weights on scaled activations.
     `bandwidth` is the JumpReLU STE bandwidth of training (in scaled units), kept in the yaml.
     """
+    if type(crosscoder.activation) is not JumpReLU:
+        raise ValueError(f"the crosscode checkpoint format written here holds JumpReLU crosscoders, not {crosscoder.activation.name} ones")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     P, D, F = crosscoder.W_enc_PDF.shape
@@ -232,6 +167,7 @@ class CheckpointInfo:
     hookpoints: list[str]
     d_model: int
     n_features: int
+    activation: str = JumpReLU.name
 
 
 def _cfg_int(cfg: dict[str, Any], key: str, where: Path) -> int:
@@ -268,17 +204,26 @@ def _read_cfg(cfg_path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _checkpoint_files(path: str | Path) -> tuple[Path, Path]:
-    """The weights and config files of a checkpoint directory, after checking both are there."""
+def _checkpoint_files(path: str | Path) -> tuple[str, Path, Path]:
+    """The library family (crosscode for crosscode and model-diffing, dictionary_learning, saelens), the
+    weights and the config file of a checkpoint directory, after checking both are there."""
     directory = Path(path)
-    expected = f"a crosscode or model-diffing checkpoint directory with {STATE_DICT_FNAME} and {' or '.join(CFG_FNAMES)}"
+    for family, weights, cfg in ((DICTIONARY_LEARNING, DL_WEIGHTS_FNAME, DL_CFG_FNAME), (SAELENS, SAELENS_WEIGHTS_FNAME, SAELENS_CFG_FNAME)):
+        if (directory / cfg).is_file() or (directory / weights).is_file():
+            if not (directory / cfg).is_file() or not (directory / weights).is_file():
+                raise ConfigError(f"{family} checkpoint '{directory}' needs both {weights} and {cfg}; copy the missing file from where the dictionary was saved.")
+            return family, directory / weights, directory / cfg
+    expected = (
+        f"a checkpoint directory: crosscode or model-diffing ({STATE_DICT_FNAME} and {' or '.join(CFG_FNAMES)}), "
+        f"dictionary_learning ({DL_WEIGHTS_FNAME} and {DL_CFG_FNAME}) or SAELens ({SAELENS_WEIGHTS_FNAME} and {SAELENS_CFG_FNAME})"
+    )
     if not directory.is_dir():
         raise ConfigError(f"crosscoder checkpoint '{directory}' is not a directory; expected {expected}.")
     cfg_path = _cfg_path(directory)
     missing_files = [name for name, present in ((STATE_DICT_FNAME, (directory / STATE_DICT_FNAME).is_file()), (CFG_FNAMES[0], cfg_path is not None)) if not present]
     if missing_files:
         raise ConfigError(f"crosscoder checkpoint '{directory}' lacks {' and '.join(missing_files)}; expected {expected}.")
-    return directory / STATE_DICT_FNAME, cfg_path
+    return CROSSCODE, directory / STATE_DICT_FNAME, cfg_path
 
 
 def _crosscode_info(cfg: dict[str, Any], where: Path) -> CheckpointInfo:
@@ -327,9 +272,14 @@ def _model_diffing_info(cfg: dict[str, Any], where: Path) -> CheckpointInfo:
 
 
 def checkpoint_info(path: str | Path) -> CheckpointInfo:
-    """The hookpoints, width and feature count of a checkpoint directory, from its config alone;
-    cheap enough for start-up checks (the weights are not read)."""
-    _, cfg_path = _checkpoint_files(path)
+    """The hookpoints, width and feature count of a checkpoint directory, from its config (and, for
+    dictionary_learning, whose config lacks the layer count, the weights' shapes, memory-mapped);
+    cheap enough for start-up checks."""
+    family, state_path, cfg_path = _checkpoint_files(path)
+    if family == DICTIONARY_LEARNING:
+        return _dictionary_learning_info(_read_state(state_path, mmap=True), state_path, cfg_path)
+    if family == SAELENS:
+        return _saelens_info(_read_json(cfg_path), cfg_path)
     cfg = _read_cfg(cfg_path)
     if "n_latents" in cfg:
         return _crosscode_info(cfg, cfg_path)
@@ -384,14 +334,163 @@ def _neither_format_error(state_path: Path, keys: list[str]) -> ConfigError:
     )
 
 
-def _read_state(state_path: Path) -> dict[str, Any]:
+def _read_state(state_path: Path, *, mmap: bool = False) -> dict[str, Any]:
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state_path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(state_path)
+        else:
+            state = torch.load(state_path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # pickle errors of many kinds: report them as one line
         raise ConfigError(f"crosscoder weights {state_path} cannot be read as a plain state dict ({type(error).__name__}: {error}).") from error
     if not isinstance(state, dict):
-        raise ConfigError(f"crosscoder weights {state_path} are not a state dict; expected a crosscode or model-diffing model.pt.")
+        raise ConfigError(f"crosscoder weights {state_path} are not a state dict; expected the state dict the library saves there.")
     return state
+
+
+def _read_json(cfg_path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"dictionary config {cfg_path} is not JSON ({error}); expected the config the library saved with the weights.") from error
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"dictionary config {cfg_path} is not a JSON object; expected the config the library saved with the weights.")
+    return cfg
+
+
+# --- dictionary_learning --------------------------------------------------------------------------
+
+
+def _dictionary_learning_trainer(cfg: dict[str, Any], where: Path) -> tuple[dict[str, Any], Activation]:
+    """The trainer section of a dictionary_learning config and the activation its dict_class means
+    (BatchTopK's k is filled in from the weights)."""
+    trainer = cfg.get("trainer")
+    if not isinstance(trainer, dict):
+        raise ConfigError(f"dictionary_learning config {where} has no 'trainer' section; expected the config.json trainSAE writes next to {DL_WEIGHTS_FNAME}.")
+    activations = {"CrossCoder": ReLU(), "BatchTopKCrossCoder": BatchTopK()}
+    dict_class = trainer.get("dict_class")
+    if dict_class not in activations:
+        raise ConfigError(f"dictionary_learning config {where} has dict_class {dict_class!r}; only {' and '.join(activations)} checkpoints are read.")
+    return trainer, activations[dict_class]
+
+
+def _dictionary_learning_info(state: dict[str, Any], state_path: Path, cfg_path: Path) -> CheckpointInfo:
+    trainer, activation = _dictionary_learning_trainer(_read_json(cfg_path), cfg_path)
+    encoder = state.get("encoder.weight")
+    if not isinstance(encoder, torch.Tensor) or encoder.ndim != 3:
+        got = tuple(encoder.shape) if isinstance(encoder, torch.Tensor) else encoder
+        raise ConfigError(f"dictionary_learning weights {state_path}: 'encoder.weight' is {got}; expected a (layers, activation_dim, dict_size) tensor.")
+    n_layers = encoder.shape[0]
+    hookpoints = hookpoint_names(n_layers - 1)
+    return CheckpointInfo(DICTIONARY_LEARNING, hookpoints, _cfg_int(trainer, "activation_dim", cfg_path), _cfg_int(trainer, "dict_size", cfg_path), activation.name)
+
+
+def _dictionary_learning_code_norms_F(state: dict[str, Any], trainer: dict[str, Any], state_path: Path) -> torch.Tensor:
+    """n_i, the factor BatchTopK's threshold compares relu(h_i) * n_i with (see the module docstring)."""
+    ids = {value: name for name, value in DL_CODE_NORMALISATIONS.items()}
+    if "code_normalization_id" in state:
+        name = ids.get(int(state["code_normalization_id"]), f"id {int(state['code_normalization_id'])}")
+    else:
+        name = str(trainer.get("code_normalization", "CROSSCODER")).upper()
+    W_dec_LFD = state["decoder.weight"].float()
+    if name == "CROSSCODER":
+        return W_dec_LFD.norm(dim=-1).sum(0)
+    if name == "SAE":
+        return W_dec_LFD.square().sum((0, 2)).sqrt()
+    if name == "NONE":
+        return torch.ones(W_dec_LFD.shape[1])
+    raise ConfigError(
+        f"dictionary_learning weights {state_path} use code normalisation {name}; only {', '.join(DL_CODE_NORMALISATIONS)} "
+        "(one threshold per feature) are read."
+    )
+
+
+def _dictionary_learning_crosscoder(state_path: Path, cfg_path: Path) -> Crosscoder:
+    state = _read_state(state_path)
+    info = _dictionary_learning_info(state, state_path, cfg_path)
+    trainer, activation = _dictionary_learning_trainer(_read_json(cfg_path), cfg_path)
+    P, D, F = len(info.hookpoints), info.d_model, info.n_features
+    expected = {"encoder.weight": (P, D, F), "encoder.bias": (F,), "decoder.weight": (P, F, D), "decoder.bias": (P, D)}
+    if isinstance(activation, BatchTopK):
+        expected |= {"k": (), "threshold": ()}
+        if "code_normalization_id" in state:
+            expected["code_normalization_id"] = ()
+    _check_state(state, expected, state_path, cfg_path, info)
+    log_threshold_F = torch.zeros(F)
+    if isinstance(activation, BatchTopK):
+        threshold = float(state["threshold"])
+        if not threshold >= 0:
+            raise ConfigError(
+                f"dictionary_learning weights {state_path}: 'threshold' is {threshold}, never set in training (it is from step "
+                "threshold_start_step on); use a checkpoint saved after that step."
+            )
+        activation = BatchTopK(k=int(state["k"]))
+        # threshold 0 is log -inf (a ReLU), a feature with no decoder log +inf (never on): both exact.
+        log_threshold_F = (threshold / _dictionary_learning_code_norms_F(state, trainer, state_path)).log()
+    crosscoder = Crosscoder(info.hookpoints, D, F, activation=activation)
+    with torch.no_grad():
+        crosscoder.W_enc_PDF.copy_(state["encoder.weight"].float())
+        crosscoder.b_enc_F.copy_(state["encoder.bias"].float())
+        crosscoder.W_dec_FPD.copy_(state["decoder.weight"].float().permute(1, 0, 2))
+        crosscoder.b_dec_PD.copy_(state["decoder.bias"].float())
+        crosscoder.log_threshold_F.copy_(log_threshold_F)
+    return crosscoder
+
+
+# --- SAELens --------------------------------------------------------------------------------------
+
+
+def _saelens_activation(cfg: dict[str, Any], where: Path) -> Activation:
+    architecture = cfg.get("architecture", "standard")
+    if architecture == "standard":
+        return ReLU()
+    if architecture == "jumprelu":
+        return JumpReLU()
+    if architecture == "topk":
+        kwargs = cfg.get("activation_fn_kwargs")
+        k = cfg.get("k", kwargs.get("k") if isinstance(kwargs, dict) else None)
+        return TopK(_cfg_int({"k": k}, "k", where))
+    raise ConfigError(f"SAELens config {where} has architecture {architecture!r}; only standard, jumprelu and topk SAEs are read.")
+
+
+def _saelens_info(cfg: dict[str, Any], where: Path) -> CheckpointInfo:
+    hook_name = cfg.get("hook_name")
+    if not isinstance(hook_name, str) or not hook_name:
+        raise ConfigError(f"SAELens config {where} has hook_name={hook_name!r}; expected the hookpoint the SAE reads, e.g. blocks.3.hook_resid_post.")
+    if cfg.get("normalize_activations", "none") not in (None, "none"):
+        raise ConfigError(
+            f"SAELens config {where} has normalize_activations={cfg['normalize_activations']!r}; only SAEs on un-normalised "
+            "activations are read (give the scaling in a normalisation file and set it to none)."
+        )
+    if cfg.get("hook_head_index") is not None:
+        raise ConfigError(f"SAELens config {where} has hook_head_index={cfg['hook_head_index']!r}; only SAEs on whole hookpoints are read.")
+    activation = _saelens_activation(cfg, where)
+    return CheckpointInfo(SAELENS, [hook_name], _cfg_int(cfg, "d_in", where), _cfg_int(cfg, "d_sae", where), activation.name)
+
+
+def _saelens_crosscoder(state_path: Path, cfg_path: Path) -> Crosscoder:
+    cfg = _read_json(cfg_path)
+    info = _saelens_info(cfg, cfg_path)
+    activation = _saelens_activation(cfg, cfg_path)
+    D, F = info.d_model, info.n_features
+    expected = {"W_enc": (D, F), "b_enc": (F,), "W_dec": (F, D), "b_dec": (D,)}
+    if isinstance(activation, JumpReLU):
+        expected["threshold"] = (F,)
+    state = _read_state(state_path)
+    _check_state(state, expected, state_path, cfg_path, info)
+    crosscoder = Crosscoder(info.hookpoints, D, F, activation=activation)
+    W_enc_DF, b_dec_D = state["W_enc"].float(), state["b_dec"].float()
+    with torch.no_grad():
+        crosscoder.W_enc_PDF.copy_(W_enc_DF[None])
+        # h = (x - b_dec) W_enc + b_enc where the SAE subtracts its decoder bias from its input.
+        crosscoder.b_enc_F.copy_(state["b_enc"].float() - (b_dec_D @ W_enc_DF if cfg.get("apply_b_dec_to_input", True) else 0.0))
+        crosscoder.W_dec_FPD.copy_(state["W_dec"].float()[:, None])
+        crosscoder.b_dec_PD.copy_(b_dec_D[None])
+        if isinstance(activation, JumpReLU):
+            # relu(h) * [h > threshold]: a threshold at or below 0 is a ReLU, log threshold -inf.
+            crosscoder.log_threshold_F.copy_(state["threshold"].float().clamp_min(0.0).log())
+    return crosscoder
 
 
 def _check_state(state: dict[str, Any], expected: dict[str, tuple[int, ...]], state_path: Path, cfg_path: Path, info: CheckpointInfo) -> None:
@@ -452,16 +551,45 @@ def load_crosscoder(
     dtype: str = "float32",
     device: str | torch.device = "cpu",
 ) -> Crosscoder:
-    """A `Crosscoder` on raw activations (parameters frozen) from a crosscode or model-diffing checkpoint
-    directory, the format told by the state dict's keys.
+    """A `Crosscoder` on raw activations (parameters frozen) from a checkpoint directory of any format of
+    the module docstring.
 
-    Folded checkpoints (what both libraries' trainers save) are taken as they are. For unfolded ones
-    the scaling factors s are folded in: those of the `normalisation` file if given, else the values
-    the checkpoint records when they are all positive, else none (a warning is logged). A mean in the
-    `normalisation` file is folded in last, so that the result reads raw activations x where the
+    Folded crosscode and model-diffing checkpoints (what their trainers save) are taken as they are.
+    For unfolded ones the scaling factors s are folded in: those of the `normalisation` file if given,
+    else the values the checkpoint records when they are all positive, else none (a warning is
+    logged). dictionary_learning and SAELens weights get the file's scaling factors, if any. A mean in
+    the `normalisation` file is folded in last, so that the result reads raw activations x where the
     checkpoint read s * (x - mean).
     """
-    state_path, cfg_path = _checkpoint_files(path)
+    family, state_path, cfg_path = _checkpoint_files(path)
+    if family == CROSSCODE:
+        crosscoder, scaling_P, mean_PD = _crosscode_family_crosscoder(path, state_path, cfg_path, normalisation)
+    else:
+        crosscoder = (_dictionary_learning_crosscoder if family == DICTIONARY_LEARNING else _saelens_crosscoder)(state_path, cfg_path)
+        scaling_P, mean_PD = read_normalisation(normalisation, crosscoder.n_hookpoints, crosscoder.d_model) if normalisation is not None else (None, None)
+    if scaling_P is not None:
+        fold_scaling(crosscoder, scaling_P)
+    if mean_PD is not None:
+        fold_mean(crosscoder, mean_PD)
+    # Infinite log thresholds are exact: -inf a threshold of 0, +inf a feature that never fires.
+    non_finite = [
+        name
+        for name, tensor in crosscoder.state_dict().items()
+        if bool((torch.isnan(tensor) if name == "log_threshold_F" else ~torch.isfinite(tensor)).any())
+    ]
+    if non_finite:
+        raise ConfigError(
+            f"crosscoder checkpoint '{path}' has NaN or infinite values in {', '.join(non_finite)}; "
+            "the checkpoint is damaged or its training diverged: use a sound checkpoint."
+        )
+    return crosscoder.requires_grad_(False).to(device=device, dtype=DTYPE_NAMES[dtype])
+
+
+def _crosscode_family_crosscoder(
+    path: str | Path, state_path: Path, cfg_path: Path, normalisation: str | Path | None
+) -> tuple[Crosscoder, torch.Tensor | None, torch.Tensor | None]:
+    """A crosscode or model-diffing checkpoint (told apart by the state dict's keys), with the scaling
+    factors still to fold in (None for a folded one) and the normalisation file's mean."""
     state = _read_state(state_path)
     if "_W_enc_XiDiL" in state:
         info = checkpoint_info(path)
@@ -507,107 +635,6 @@ def load_crosscoder(
                 scaling_P = recorded_P
             else:
                 log.warning("unfolded crosscoder checkpoint %s records no scaling factors and no normalisation file gives them; assuming it was trained on raw activations", path)
-                scaling_P = torch.ones(P)
-        fold_scaling(crosscoder, scaling_P)
-    if mean_PD is not None:
-        fold_mean(crosscoder, mean_PD)
-    non_finite = [name for name, tensor in crosscoder.state_dict().items() if not bool(torch.isfinite(tensor).all())]
-    if non_finite:
-        raise ConfigError(
-            f"crosscoder checkpoint '{path}' has NaN or infinite values in {', '.join(non_finite)}; "
-            "the checkpoint is damaged or its training diverged: use a sound checkpoint."
-        )
-    return crosscoder.requires_grad_(False).to(device=device, dtype=DTYPE_NAMES[dtype])
+        return crosscoder, scaling_P, mean_PD
+    return crosscoder, None, mean_PD
 
-
-# --- quality --------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def reconstruction_stats(crosscoder: Crosscoder, acts_NPD: torch.Tensor, batch_size: int = 4096) -> dict[str, Any]:
-    """Fraction of variance unexplained (overall and per hookpoint), mean L0 and dead fraction.
-
-    fvu = sum_{t,p} ||x_p(t) - xhat_p(t)||^2 / sum_{t,p} ||x_p(t) - mean_t x_p||^2, the mean taken per
-    hookpoint over these N positions; dead features never fire on them.
-    """
-    N, P, D = acts_NPD.shape
-    if N == 0:
-        raise ValueError("reconstruction_stats needs at least one activation vector")
-    device = crosscoder.W_enc_PDF.device
-    dtype = crosscoder.W_enc_PDF.dtype
-    sq_error_P = torch.zeros(P, dtype=torch.float64)
-    sum_PD = torch.zeros(P, D, dtype=torch.float64)
-    sum_sq_P = torch.zeros(P, dtype=torch.float64)
-    fired_F = torch.zeros(crosscoder.n_features, dtype=torch.bool)
-    l0_total = 0.0
-    for start in range(0, N, batch_size):
-        x_BPD = acts_NPD[start : start + batch_size].to(device=device, dtype=dtype)
-        f_BF = crosscoder.encode(x_BPD)
-        error_BPD = crosscoder.decode(f_BF) - x_BPD
-        sq_error_P += error_BPD.double().square().sum((0, 2)).cpu()
-        x64_BPD = x_BPD.double()
-        sum_PD += x64_BPD.sum(0).cpu()
-        sum_sq_P += x64_BPD.square().sum((0, 2)).cpu()
-        active_BF = f_BF != 0
-        l0_total += float(active_BF.sum())
-        fired_F |= active_BF.any(0).cpu()
-    mean_PD = sum_PD / N
-    total_var_P = sum_sq_P - N * mean_PD.square().sum(-1)
-    fvu_P = sq_error_P / total_var_P.clamp_min(1e-30)
-    return {
-        "fvu": float(sq_error_P.sum() / total_var_P.sum().clamp_min(1e-30)),
-        "fvu_per_hookpoint": {hookpoint: float(value) for hookpoint, value in zip(crosscoder.hookpoints, fvu_P)},
-        "mean_l0": l0_total / N,
-        "dead_fraction": float((~fired_F).float().mean()),
-        "n_tokens": N,
-    }
-
-
-@torch.no_grad()
-def span_detection(
-    crosscoder: Crosscoder,
-    acts_NPD: torch.Tensor,
-    labels_N: torch.Tensor,
-    batch_size: int = 4096,
-    *,
-    min_precision: float = 0.8,
-    min_recall: float = 0.05,
-) -> dict[str, Any]:
-    """How well features detect the labelled positions (e.g. the deployment tag's tokens).
-
-    Returns the single feature with the best F1 (its precision = P(labelled | fires), recall =
-    P(fires | labelled)), every feature specific to the labels (precision >= `min_precision`, recall >=
-    `min_recall`), and the recall of the union of those specific features.
-    """
-    labels_N = labels_N.bool()
-    if labels_N.shape != acts_NPD.shape[:1]:
-        raise ValueError(f"{len(labels_N)} labels for {len(acts_NPD)} positions")
-    device = crosscoder.W_enc_PDF.device
-    hits_F = torch.zeros(crosscoder.n_features, dtype=torch.float64)
-    fired_F = torch.zeros(crosscoder.n_features, dtype=torch.float64)
-    labelled_fires = []
-    for start in range(0, len(acts_NPD), batch_size):
-        fires_BF = (crosscoder.encode(acts_NPD[start : start + batch_size].to(device, crosscoder.W_enc_PDF.dtype)) > 0).cpu()
-        label_B = labels_N[start : start + batch_size]
-        fired_F += fires_BF.sum(0).double()
-        labelled_fires.append(fires_BF[label_B])
-        hits_F += labelled_fires[-1].sum(0).double()
-    fires_LF = torch.cat(labelled_fires)
-    n_labelled = len(fires_LF)
-    precision_F = hits_F / fired_F.clamp_min(1)
-    recall_F = hits_F / max(1, n_labelled)
-    f1_F = 2 * precision_F * recall_F / (precision_F + recall_F).clamp_min(1e-12)
-    best = int(f1_F.argmax())
-    specific = ((precision_F >= min_precision) & (recall_F >= min_recall)).nonzero()[:, 0]
-    specific = specific[recall_F[specific].argsort(descending=True)]
-    return {
-        "feature": best,
-        "f1": float(f1_F[best]),
-        "precision": float(precision_F[best]),
-        "recall": float(recall_F[best]),
-        "n_labelled": n_labelled,
-        "specific_features": [
-            {"feature": int(i), "precision": float(precision_F[i]), "recall": float(recall_F[i])} for i in specific
-        ],
-        "specific_union_recall": float(fires_LF[:, specific].any(1).double().mean()) if n_labelled and len(specific) else 0.0,
-    }
