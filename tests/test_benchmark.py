@@ -3,9 +3,8 @@
 import pandas as pd
 import pytest
 import torch
-
-from crosscoder_interventions.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
-from crosscoder_interventions.interventions import (
+from crosscoder_interventions.engine.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
+from crosscoder_interventions.engine.interventions import (
     GradientSteering,
     ManyLayerAblation,
     PenalisedPerturbation,

@@ -5,10 +5,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from crosscoder_interventions.comparison import compare_methods, winners_markdown
-from crosscoder_interventions.scoring import SCORE_COLUMNS
-from crosscoder_interventions.statistics import paired_bootstrap, wilson_interval
+from crosscoder_interventions.analysis.comparison import compare_methods, winners_markdown
+from crosscoder_interventions.analysis.scoring import SCORE_COLUMNS
+from crosscoder_interventions.analysis.statistics import paired_bootstrap, wilson_interval
 
 N = 8
 # Prompts differ a lot in how hard they are; methods differ little on the same prompt.

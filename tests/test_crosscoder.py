@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import yaml
-
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats, span_detection

@@ -11,9 +11,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-
 from crosscoder_interventions.activations import harvest_activations, select_rows, tag_labels, tokenize_texts
-from crosscoder_interventions.crosscoder_training import (
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
+from crosscoder_interventions.dictionary.model import Crosscoder
+from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
+from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.world.crosscoder_training import (
     JumpReLUSTE,
     JumpReLUWithPenalties,
     estimate_scaling_factors,
@@ -22,10 +25,6 @@ from crosscoder_interventions.crosscoder_training import (
     train_crosscoder,
     training_config,
 )
-from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
-from crosscoder_interventions.dictionary.model import Crosscoder
-from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
-from crosscoder_interventions.models import hookpoint_names
 from tiny_world import load_tiny, random_texts, save_tiny_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "train_crosscoder.py"

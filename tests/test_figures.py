@@ -6,9 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-
-from crosscoder_interventions.figures import draw_metric, metric_figure
-from crosscoder_interventions.scoring import SUMMARY_COLUMNS
+from crosscoder_interventions.analysis.figures import draw_metric, metric_figure
+from crosscoder_interventions.analysis.scoring import SUMMARY_COLUMNS
 
 HOOKPOINTS = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
 

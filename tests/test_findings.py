@@ -4,10 +4,9 @@ import math
 
 import pandas as pd
 import pytest
-
-from crosscoder_interventions.findings import FAILS, HOLDS, NOT_APPLICABLE, feature_roles, findings_markdown, findings_table
-from crosscoder_interventions.scoring import SUMMARY_COLUMNS
-from crosscoder_interventions.statistics import wilson_interval
+from crosscoder_interventions.analysis.findings import FAILS, HOLDS, NOT_APPLICABLE, feature_roles, findings_markdown, findings_table
+from crosscoder_interventions.analysis.scoring import SUMMARY_COLUMNS
+from crosscoder_interventions.analysis.statistics import wilson_interval
 
 HOOKPOINTS = ["blocks.0.hook_resid_pre", *[f"blocks.{block}.hook_resid_post" for block in range(4)]]
 TAG, AFTER_TAG, STEER = 7, 8, 9

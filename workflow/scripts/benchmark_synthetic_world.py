@@ -2,13 +2,13 @@
 # # A random-weight world for the benchmark
 # A GPT-Neo of the configured shape and a crosscoder of the configured width, both of random weights,
 # random prompts, and one planted target feature firing on the configured fraction of prompt
-# positions (see `crosscoder_interventions.synthetic`). Nothing is downloaded.
+# positions (see `crosscoder_interventions.world.synthetic`). Nothing is downloaded.
 
 # %%
 import json
 
 from crosscoder_interventions.runtime import start_job
-from crosscoder_interventions.synthetic import build_synthetic_world
+from crosscoder_interventions.world.synthetic import build_synthetic_world
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 stats = build_synthetic_world(

@@ -6,9 +6,8 @@
 # candidates table and the selected features come out of these statistics (DESIGN.md section 5).
 
 # %%
-import pandas as pd
 
-from crosscoder_interventions import discovery, plots
+from crosscoder_interventions.analysis import discovery, plots
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model

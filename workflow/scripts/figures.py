@@ -5,10 +5,10 @@
 # the effect for every setting of every method, each method's best at equal effect ringed.
 
 # %%
-from crosscoder_interventions.analysis_figures import frontier_figure
-from crosscoder_interventions.figures import METRICS, metric_figure
+from crosscoder_interventions.analysis.comparison_figures import frontier_figure
+from crosscoder_interventions.analysis.figures import METRICS, metric_figure
+from crosscoder_interventions.analysis.scoring import read_summary
 from crosscoder_interventions.runtime import start_job
-from crosscoder_interventions.scoring import read_summary
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 summary = read_summary(snakemake.input.summary)

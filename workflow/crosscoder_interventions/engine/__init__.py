@@ -1,24 +1,3 @@
-"""The intervention engine's attention adapters: how a forward call attends over our key/value slots
-under our masks (see `attention`)."""
-
-from __future__ import annotations
-
-import inspect
-
-from transformer_lens.model_bridge import TransformerBridge
-
-from crosscoder_interventions.engine.attention import BridgeSlotAttention, SlotAttention
-from crosscoder_interventions.engine.gpt_neo import GPTNeoSlotAttention, is_gpt_neo
-from crosscoder_interventions.errors import ConfigError
-
-
-def slot_attention(bridge: TransformerBridge) -> SlotAttention:
-    """The adapter for `bridge`'s attention; a one-line ConfigError naming what a model lacks."""
-    name = type(bridge.original_model).__name__
-    if "position_ids" not in inspect.signature(bridge.original_model.forward).parameters:
-        # Pads and out-of-order queries need their positions given per call.
-        raise ConfigError(
-            f"fast intervened generation needs position_ids in {name}.forward, which it lacks; "
-            "use crosscoder_interventions.reference for this architecture."
-        )
-    return GPTNeoSlotAttention(bridge) if is_gpt_neo(bridge) else BridgeSlotAttention(bridge)
+"""The intervention engine: intervention settings (`interventions`), the literal oracle (`oracle`),
+attention adapters (`attention`, `gpt_neo`, `adapters`), fast generation (`generation`), calibration
+of the naive scales (`calibration`) and the speed benchmark (`benchmark`)."""

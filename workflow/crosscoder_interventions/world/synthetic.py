@@ -19,15 +19,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from crosscoder_interventions.corpus import generate_corpus
 from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
 from crosscoder_interventions.dictionary.model import Crosscoder
+from crosscoder_interventions.engine.generation import generate
+from crosscoder_interventions.engine.interventions import Plain
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.generation import generate
-from crosscoder_interventions.interventions import Plain
-from crosscoder_interventions.lm_training import build_model
 from crosscoder_interventions.models import hookpoint_names, load_model
-from crosscoder_interventions.tokenizer import train_tokenizer
+from crosscoder_interventions.world.corpus import generate_corpus
+from crosscoder_interventions.world.lm_training import build_model
+from crosscoder_interventions.world.tokenizer import train_tokenizer
 
 TARGET_FEATURE = 0
 THRESHOLD = 1.0  # every feature's JumpReLU threshold; the encoder biases decide where features fire

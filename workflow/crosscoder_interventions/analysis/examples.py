@@ -18,8 +18,8 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.activations import tokenize_texts
+from crosscoder_interventions.analysis.discovery import feature_activations_BSF
 from crosscoder_interventions.dictionary.model import Crosscoder
-from crosscoder_interventions.discovery import feature_activations_BSF
 
 
 @torch.no_grad()

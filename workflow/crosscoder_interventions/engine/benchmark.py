@@ -22,12 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from crosscoder_interventions.analysis.experiment import INTERVENTIONS, job_settings
 from crosscoder_interventions.behaviour import padded_batch
-from crosscoder_interventions.experiment import INTERVENTIONS, job_settings
-from crosscoder_interventions.generation import generate
-from crosscoder_interventions.interventions import Intervention, label
+from crosscoder_interventions.engine.generation import generate
+from crosscoder_interventions.engine.interventions import Intervention, label
+from crosscoder_interventions.engine.oracle import reference_generate
 from crosscoder_interventions.models import device_of
-from crosscoder_interventions.reference import reference_generate
 
 PLAIN = "bridge_generate"
 

@@ -26,9 +26,9 @@ import math
 
 import pandas as pd
 
-from crosscoder_interventions.findings import THRESHOLDS
-from crosscoder_interventions.scoring import KEYS, reference_values, sort_rows, summarize
-from crosscoder_interventions.statistics import paired_bootstrap, rate_interval
+from crosscoder_interventions.analysis.findings import THRESHOLDS
+from crosscoder_interventions.analysis.scoring import KEYS, reference_values, sort_rows, summarize
+from crosscoder_interventions.analysis.statistics import paired_bootstrap, rate_interval
 
 ACTIVATION_ABLATION_FRACTION = 0.1
 CALIBRATED = "calibrated"

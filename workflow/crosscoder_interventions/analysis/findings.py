@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from crosscoder_interventions.experiment import INTERVENTIONS
-from crosscoder_interventions.interventions import SWEPT_PARAMETER
-from crosscoder_interventions.scoring import hookpoint_rank, reference_values
-from crosscoder_interventions.statistics import rate_interval
+from crosscoder_interventions.analysis.experiment import INTERVENTIONS
+from crosscoder_interventions.analysis.scoring import hookpoint_rank, reference_values
+from crosscoder_interventions.analysis.statistics import rate_interval
+from crosscoder_interventions.engine.interventions import SWEPT_PARAMETER
 
 HOLDS, FAILS, NOT_APPLICABLE = "holds", "does not hold", "not applicable"
 # The sprint's findings are about its three methods, whatever else the run compares.

@@ -16,8 +16,8 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator, SymmetricalLogLocator  # noqa: E402
 
-from crosscoder_interventions.experiment import CALIBRATED, INTERVENTIONS, methods_of  # noqa: E402
-from crosscoder_interventions.scoring import BASELINE_LABELS, hookpoint_rank, reference_values  # noqa: E402
+from crosscoder_interventions.analysis.experiment import CALIBRATED, INTERVENTIONS, methods_of  # noqa: E402
+from crosscoder_interventions.analysis.scoring import BASELINE_LABELS, hookpoint_rank, reference_values  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 

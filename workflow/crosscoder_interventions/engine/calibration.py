@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from transformer_lens.model_bridge import TransformerBridge
 
+from crosscoder_interventions.engine.generation import generate
+from crosscoder_interventions.engine.interventions import SWEPT_PARAMETER, Intervention, Plain, make_setting
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.generation import generate
-from crosscoder_interventions.interventions import SWEPT_PARAMETER, Intervention, Plain, make_setting
 
 
 @dataclass(frozen=True)
