@@ -40,7 +40,7 @@ from crosscoder_interventions.interventions import (
     make_setting,
     validate,
 )
-from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.hookpoints import hookpoint_names
 from crosscoder_interventions.reference import ReferenceResult, reference_generate
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 

@@ -26,8 +26,8 @@ from crosscoder_interventions.behaviour import padded_batch
 from crosscoder_interventions.experiment import INTERVENTIONS, job_settings
 from crosscoder_interventions.generation import generate
 from crosscoder_interventions.interventions import Intervention, label
-from crosscoder_interventions.models import device_of
 from crosscoder_interventions.reference import reference_generate
+from crosscoder_interventions.runtime import device_of
 
 PLAIN = "bridge_generate"
 

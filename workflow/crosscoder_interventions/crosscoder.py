@@ -54,7 +54,7 @@ import yaml
 from torch import nn
 
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.hookpoints import hookpoint_names
 
 log = logging.getLogger("crosscoder_interventions")
 

@@ -25,7 +25,8 @@ from crosscoder_interventions.activations import (
 from crosscoder_interventions.crosscoder import load_crosscoder, reconstruction_stats, save_crosscode_checkpoint, span_detection
 from crosscoder_interventions.crosscoder_training import train_crosscoder, training_config
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import load_model, resolve_hookpoints
+from crosscoder_interventions.hookpoints import resolve_hookpoints
+from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
