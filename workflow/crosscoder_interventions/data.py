@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import check_hub_source, is_hub_id
+from crosscoder_interventions.hub import check_hub_source, is_hub_id
 
 REQUIRED_COLUMNS = ("text", "is_training")
 LOCAL_SUFFIXES = (".parquet", ".jsonl")

@@ -7,86 +7,18 @@ HookedTransformer did, which is what the crosscoders were trained on.
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.config import resolve_device
+from crosscoder_interventions.hub import check_hub_source, check_model_source
 
-HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-HUB_TIMEOUT_S = 10.0
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def hookpoint_names(n_layers: int) -> list[str]:
-    """The P = n_layers + 1 residual hookpoints a many-layer crosscoder reads (DESIGN.md section 1)."""
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
-
-
-def resolve_hookpoints(setting: str | list[str], n_layers: int) -> list[str]:
-    """The config's `hookpoints`: `auto` for the standard residual hookpoints, or an explicit list."""
-    return hookpoint_names(n_layers) if setting == "auto" else list(setting)
-
-
-def resolve_device(device: str) -> str:
-    """`auto` means CUDA when present; anything else is passed through after a sanity check."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' was requested but no CUDA device is visible; set device: auto or cpu.")
-    return device
-
-
-def device_of(model: torch.nn.Module) -> torch.device:
-    """Where a model's (or bridge's) weights are: the device its inputs must be built on."""
-    return next(model.parameters()).device
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
-
-
-def is_hub_id(source: str) -> bool:
-    return not Path(source).exists() and HUB_ID_PATTERN.match(source) is not None
-
-
-def in_hub_cache(repo_id: str, repo_type: str = "model") -> bool:
-    from huggingface_hub import scan_cache_dir
-
-    try:
-        return any(repo.repo_id == repo_id and repo.repo_type == repo_type for repo in scan_cache_dir().repos)
-    except Exception:  # no cache directory at all: nothing is cached
-        return False
-
-
-def check_model_source(source: str, what: str) -> None:
-    """One-line error for a model or adapter path that cannot exist; hub ids pass (see check_hub_source)."""
-    if Path(source).is_dir():
-        return
-    if Path(source).exists():
-        raise ConfigError(f"{what} '{source}' is a file, not a Hugging Face model directory; point it at the directory.")
-    if not is_hub_id(source):
-        raise ConfigError(f"{what} '{source}' does not exist; build it first or fix the path in the config.")
-
-
-def check_hub_source(source: str, what: str, *, repo_type: str = "model") -> None:
-    """One-line error for a hub id that is not in the local cache and cannot be fetched (HF_HUB_OFFLINE=1,
-    or the hub does not answer), so that a run without the network stops in seconds, not in a job."""
-    if Path(source).exists() or in_hub_cache(source, repo_type):
-        return
-    download = f"download it where there is network (hf download {'--repo-type dataset ' if repo_type == 'dataset' else ''}{source} --local-dir <dir>) and point the config at <dir>"
-    if hub_offline():
-        raise ConfigError(f"{what} '{source}' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache; {download}, or run with network access.")
-    from huggingface_hub import HfApi
-
-    try:
-        HfApi().repo_info(source, repo_type=repo_type, timeout=HUB_TIMEOUT_S)
-    except Exception as error:  # no network, no such repository, no access: all mean it cannot be fetched
-        raise ConfigError(f"{what} '{source}' is not in the local cache and cannot be fetched from the hub ({type(error).__name__}); {download}.") from error
 
 
 def load_hf_model(source: str, lora_adapter: str | None, dtype: torch.dtype) -> PreTrainedModel:
@@ -125,6 +57,8 @@ def load_model(
 ) -> TransformerBridge:
     """A TransformerBridge in compatibility mode over a Hugging Face model (and merged adapter), every
     weight on `device` in `dtype`."""
+    from transformer_lens.model_bridge import TransformerBridge  # seconds to import: only where a bridge is built
+
     torch_dtype, torch_device = DTYPES[dtype], resolve_device(device)
     # boot_transformers takes a given hf_model as it is: it records `device` but moves nothing.
     hf_model = load_hf_model(source, lora_adapter, torch_dtype).to(torch_device)

@@ -1,4 +1,5 @@
-"""What every rule script does first: log to the rule's log file, use the rule's threads, seed."""
+"""What every rule script does first (log to the rule's log file, use the rule's threads, seed), and
+where its models are."""
 
 from __future__ import annotations
 
@@ -21,3 +22,8 @@ def start_job(log_path: str, *, threads: int, seed: int) -> logging.Logger:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return logging.getLogger("crosscoder_interventions")
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's (or bridge's) weights are: the device its inputs must be built on."""
+    return next(model.parameters()).device

@@ -164,7 +164,7 @@ for row in selected.itertuples():
     own = encoder_decoder[(encoder_decoder["feature"] == row.feature) & (encoder_decoder["rank"] == 0)]
     marks = encoder_decoder[(encoder_decoder["feature"] == row.feature) & encoder_decoder["absorption_mark"]]
     display(Markdown(
-        f"Encoder against decoder: cos(encoder, decoder) "
+        "Encoder against decoder: cos(encoder, decoder) "
         + ", ".join(f"{hookpoint}: {cos:.2f}" for hookpoint, cos in zip(own["hookpoint"], own["enc_dec_cos"]))
         + (f"; features with the mark of absorption (similar decoder, different encoder): {', '.join(map(str, sorted(set(marks['other']))))}."
            if not marks.empty else "; no near decoder bears the mark of absorption.")

@@ -7,7 +7,7 @@ rule benchmark_synthetic_world:
         world=directory("results/benchmark/synthetic"),
         stats="results/benchmark/synthetic_world.json",
     params:
-        synthetic=config["benchmark"].get("synthetic"),
+        synthetic=config["benchmark"]["synthetic"],
         n_prompts=config["benchmark"]["n_prompts"],
         steer_start_offset=config["generation"]["steer_start_offset"],
         seed=config["seed"],

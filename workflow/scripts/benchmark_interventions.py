@@ -20,7 +20,7 @@ from crosscoder_interventions.world.synthetic import read_synthetic_prompts
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.benchmark
 device, dtype = snakemake.params.device, snakemake.params.dtype
-synthetic = Path(snakemake.input.synthetic) if cfg.get("synthetic") is not None else None
+synthetic = Path(snakemake.input.synthetic) if cfg["synthetic"] is not None else None
 if synthetic is not None:
     crosscoder = load_crosscoder(synthetic / "crosscoder", dtype=dtype, device=device)
     selected = pd.read_csv(synthetic / "selected.csv")

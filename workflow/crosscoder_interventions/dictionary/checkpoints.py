@@ -70,7 +70,7 @@ import yaml
 
 from crosscoder_interventions.dictionary.model import Activation, BatchTopK, Crosscoder, JumpReLU, ReLU, TopK, fold_mean, fold_scaling, unfold_scaling
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import hookpoint_names
+from crosscoder_interventions.hookpoints import hookpoint_names
 
 log = logging.getLogger("crosscoder_interventions")
 

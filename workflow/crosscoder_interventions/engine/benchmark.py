@@ -27,7 +27,7 @@ from crosscoder_interventions.behaviour import padded_batch
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Intervention, label
 from crosscoder_interventions.engine.oracle import reference_generate
-from crosscoder_interventions.models import device_of
+from crosscoder_interventions.runtime import device_of
 
 PLAIN = "bridge_generate"
 

@@ -39,7 +39,7 @@ from crosscoder_interventions.engine.interventions import (
     SingleLayerAblation,
     SingleLayerSteering,
 )
-from crosscoder_interventions.models import device_of
+from crosscoder_interventions.runtime import device_of
 
 
 @dataclass(frozen=True)

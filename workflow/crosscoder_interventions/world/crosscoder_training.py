@@ -32,29 +32,16 @@ from tqdm.auto import tqdm
 
 from crosscoder_interventions.dictionary.model import Crosscoder, fold_scaling
 
-DEFAULTS: dict[str, Any] = {
-    "n_features": 1024,
-    "steps": 1000,
-    "batch_size": 256,
-    "lr": 1e-3,
-    "betas": (0.0, 0.999),
-    "warmup_fraction": 0.05,
-    "warmdown_fraction": 0.2,
-    "grad_clip": 1.0,
-    "lambda_s": 1.0,  # final value of the linear ramp
-    "lambda_p": 3e-6,
-    "c": 4.0,
-    "bandwidth": 2.0,
-    "log_threshold_init": 0.1,
-    "initial_firing_fraction": 0.1,
-    "n_tokens_for_threshold_setting": 20_000,
-    "n_tokens_for_norm_estimate": 20_000,
-}
+# The training settings of the config's embedded_world.crosscoder section (values and defaults: the schema).
+TRAINING_KEYS = (
+    "n_features", "steps", "batch_size", "lr", "betas", "warmup_fraction", "warmdown_fraction", "grad_clip", "lambda_s", "lambda_p", "c",
+    "bandwidth", "log_threshold_init", "initial_firing_fraction", "n_tokens_for_threshold_setting", "n_tokens_for_norm_estimate",
+)
 
 
 def training_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """`cfg` over the defaults; keys this module does not use (harvesting settings) are ignored."""
-    merged = {**DEFAULTS, **{key: value for key, value in cfg.items() if key in DEFAULTS}}
+    """The training settings of a validated crosscoder section; the harvesting settings are left out."""
+    merged = {key: cfg[key] for key in TRAINING_KEYS}
     merged["betas"] = tuple(merged["betas"])
     for key in ("n_features", "steps", "batch_size"):
         if int(merged[key]) < 1:

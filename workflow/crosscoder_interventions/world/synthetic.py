@@ -23,8 +23,8 @@ from crosscoder_interventions.dictionary.checkpoints import save_crosscode_check
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Plain
-from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import hookpoint_names, load_model
+from crosscoder_interventions.hookpoints import hookpoint_names
+from crosscoder_interventions.models import load_model
 from crosscoder_interventions.world.corpus import generate_corpus
 from crosscoder_interventions.world.lm_training import build_model
 from crosscoder_interventions.world.tokenizer import train_tokenizer
@@ -125,16 +125,3 @@ def read_synthetic_prompts(directory: str | Path) -> tuple[list[list[int]], list
     saved = json.loads((Path(directory) / "prompts.json").read_text())
     return saved["prompts"], saved["starts"]
 
-
-def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
-    """One-line errors, at start-up, for a synthetic world that could not be built or run."""
-    model, lengths = synthetic["model"], synthetic["prompt_length"]
-    if lengths["min"] > lengths["max"]:
-        raise ConfigError(f"benchmark.synthetic.prompt_length: min {lengths['min']} exceeds max {lengths['max']}; swap them.")
-    if model["hidden_size"] % model["num_heads"]:
-        raise ConfigError(f"benchmark.synthetic.model: hidden_size {model['hidden_size']} is not a multiple of num_heads {model['num_heads']}; change either.")
-    if lengths["max"] + max_new_tokens > model["max_position_embeddings"]:
-        raise ConfigError(
-            f"benchmark.synthetic: prompts of up to {lengths['max']} tokens plus {max_new_tokens} new ones exceed "
-            f"max_position_embeddings {model['max_position_embeddings']}; shorten them or raise it."
-        )
