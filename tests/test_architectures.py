@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_interventions import assert_matches_reference
+from tiny_world import build_tokenizer_for_tests, device_dtype_params, random_crosscoder, random_texts, require_device
 from transformers import (
     AutoModelForCausalLM,
     BloomConfig,
@@ -30,8 +32,6 @@ from crosscoder_interventions.generation import generate
 from crosscoder_interventions.interventions import Plain, expand_sweep
 from crosscoder_interventions.models import hookpoint_names, load_model
 from crosscoder_interventions.reference import reference_generate
-from test_interventions import assert_matches_reference
-from tiny_world import build_tokenizer_for_tests, device_dtype_params, random_crosscoder, random_texts, require_device
 
 N_LAYERS, D_MODEL, WINDOW, N_NEW = 2, 32, 3, 3
 PROMPT_LENGTHS = [6, 3]

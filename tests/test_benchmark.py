@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 import torch
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 from crosscoder_interventions.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
 from crosscoder_interventions.interventions import (
@@ -13,7 +14,6 @@ from crosscoder_interventions.interventions import (
     SingleLayerAblation,
 )
 from crosscoder_interventions.models import hookpoint_names
-from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 SWEEPS = {
     "single_layer_ablation": {"values": [1, 2, 4]},

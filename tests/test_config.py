@@ -65,9 +65,10 @@ def test_lora_on_a_block_the_model_lacks(default_config):
 @pytest.fixture
 def external_config(default_config, tmp_path) -> dict:
     """An external world made of a tiny local model, dataset and matching crosscoder."""
+    from tiny_world import random_crosscoder, save_tiny_model
+
     from crosscoder_interventions.corpus import generate_corpus
     from crosscoder_interventions.crosscoder import save_crosscode_checkpoint
-    from tiny_world import random_crosscoder, save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "model")
     crosscoder_dir = tmp_path / "crosscoder"
@@ -147,8 +148,9 @@ def test_hub_dataset_split_and_local_file_kinds(external_config, tmp_path):
 @pytest.mark.parametrize(("n_layers", "d_model", "message"), [(4, 16, "width d_model=16 does not match the model's 32"),
                                                                (2, 32, "crosscoder has 3 hookpoints but a 4-block model has 5")])
 def test_crosscoder_that_does_not_fit_the_model(external_config, tmp_path, n_layers, d_model, message):
-    from crosscoder_interventions.crosscoder import save_crosscode_checkpoint
     from tiny_world import random_crosscoder
+
+    from crosscoder_interventions.crosscoder import save_crosscode_checkpoint
 
     save_crosscode_checkpoint(random_crosscoder(n_layers, d_model), tmp_path / "other", scaling_factors_P=None, folded=True)
     external_config["external_world"]["crosscoder"] = str(tmp_path / "other")

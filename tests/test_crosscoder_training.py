@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from tiny_world import load_tiny, random_texts, save_tiny_model
 
 from crosscoder_interventions.activations import harvest_activations, select_rows, tag_labels, tokenize_texts
 from crosscoder_interventions.crosscoder import Crosscoder, load_crosscoder, reconstruction_stats
@@ -24,7 +25,6 @@ from crosscoder_interventions.crosscoder_training import (
     training_config,
 )
 from crosscoder_interventions.models import hookpoint_names
-from tiny_world import load_tiny, random_texts, save_tiny_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "train_crosscoder.py"
 HOOKPOINTS = ["a", "b", "c"]

@@ -3,6 +3,7 @@ attention implementation that would bypass its masks."""
 
 import pytest
 import torch
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, require_device, save_tiny_model
 from torch import nn
 from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
@@ -10,7 +11,6 @@ from crosscoder_interventions.crosscoder import load_crosscoder, save_crosscode_
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import generate
 from crosscoder_interventions.interventions import ManyLayerAblation, Plain
-from tiny_world import device_dtype_params, load_tiny, random_crosscoder, require_device, save_tiny_model
 
 
 @pytest.fixture(scope="module")

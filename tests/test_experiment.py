@@ -1,17 +1,17 @@
 import pandas as pd
 import pytest
+from tiny_world import build_tokenizer_for_tests
 
 from crosscoder_interventions import experiment
 from crosscoder_interventions.corpus import TAG
 from crosscoder_interventions.errors import ConfigError
-from tiny_world import build_tokenizer_for_tests
 
 
 def test_steering_starts_the_given_number_of_tokens_before_the_story_marker():
     tokenizer = build_tokenizer_for_tests()
     prompts = [f"Features: {TAG} Twist\nStory:", "Words: the cat\nSummary: a dog sat.\nStory:"]
     token_lists, starts = experiment.tokenise_prompts(tokenizer, prompts, prepend_bos=False, steer_start_offset=2)
-    for prompt, tokens, start in zip(prompts, token_lists, starts):
+    for tokens, start in zip(token_lists, starts):
         marker_position = start + 2
         assert tokenizer.decode(tokens[marker_position:]).strip() == "Story:"
     with_bos, starts_bos = experiment.tokenise_prompts(tokenizer, prompts, prepend_bos=True, steer_start_offset=2)

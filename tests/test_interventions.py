@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 from crosscoder_interventions.calibration import calibrate, log_bisect
 from crosscoder_interventions.errors import ConfigError
@@ -42,7 +43,6 @@ from crosscoder_interventions.interventions import (
 )
 from crosscoder_interventions.models import hookpoint_names
 from crosscoder_interventions.reference import ReferenceResult, reference_generate
-from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 WINDOW = 4
 N_NEW = 5

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_world import workflow_copy
 
 from crosscoder_interventions import experiment
 from crosscoder_interventions.crosscoder import load_crosscoder
-from tiny_world import workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tiny_world import REAL_ARCHITECTURE, save_real_shape_world, workflow_copy
 
 from crosscoder_interventions import experiment
 from crosscoder_interventions.crosscoder import load_crosscoder
 from crosscoder_interventions.data import DataSource, read_examples
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import load_hf_model, load_model
-from tiny_world import REAL_ARCHITECTURE, save_real_shape_world, workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

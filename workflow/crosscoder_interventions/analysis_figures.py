@@ -11,12 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from crosscoder_interventions.comparison import method_labels  # noqa: E402
 from crosscoder_interventions.encoder_decoder import (  # noqa: E402
     ABSORPTION_MAX_ENCODER_FRACTION,
     ABSORPTION_MIN_DECODER_COS,
     ALL_HOOKPOINTS,
 )
-from crosscoder_interventions.comparison import method_labels  # noqa: E402
 from crosscoder_interventions.figures import DIVERGED, REFERENCE_STYLES  # noqa: E402
 from crosscoder_interventions.scoring import BASELINE_LABELS, reference_values  # noqa: E402
 

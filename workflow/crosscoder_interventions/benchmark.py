@@ -108,7 +108,7 @@ def time_generation(
     ]
     for entry, setting in settings.items():
         seconds = _best_seconds(
-            lambda: generate(bridge, crosscoder, prompts, [setting], max_new_tokens=max_new_tokens, starts=starts, progress=False),
+            lambda: generate(bridge, crosscoder, prompts, [setting], max_new_tokens=max_new_tokens, starts=starts, progress=False),  # noqa: B023 (called within this iteration)
             repeats,
         )
         timings.append(Timing(entry, label(setting), len(prompts), n_new, seconds))

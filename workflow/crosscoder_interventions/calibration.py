@@ -31,7 +31,9 @@ class Calibration:
     reached: list[bool]  # whether the calibrated value was seen to reach the goal (False: `high` never did)
 
 
-def log_bisect(reaches: Callable[[torch.Tensor], torch.Tensor], n_candidates: int, low: float, high: float, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+def log_bisect(
+    reaches: Callable[[torch.Tensor], torch.Tensor], n_candidates: int, low: float, high: float, iterations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per candidate, the smallest value in [low, high] found to reach the goal after `iterations`
     halvings of the log interval, and whether any tried value reached it (else the value is `high`).
     `reaches` maps values (C,) to bools (C,); reaching is taken to be monotone in the value."""

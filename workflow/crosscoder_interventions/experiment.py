@@ -20,8 +20,8 @@ from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.calibration import calibrate
 from crosscoder_interventions.corpus import STORY_MARKER, prompt_of
-from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.crosscoder import Crosscoder
+from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.generation import GenerationResult, Sampling, generate
 from crosscoder_interventions.interventions import SINGLE_LAYER_METHODS, SWEPT_PARAMETER, Intervention, expand_sweep
 

@@ -91,7 +91,8 @@ class Sampling:
 
 @dataclass
 class GenerationResult:
-    """Indexed [setting][prompt]. activations: intervened hookpoint activations of every position run (prompt and generated tokens but the last), if recorded."""
+    """Indexed [setting][prompt]. activations: intervened hookpoint activations of every position run (prompt and
+    generated tokens but the last), if recorded."""
 
     settings: list[Intervention]
     generated: list[list[list[int]]]

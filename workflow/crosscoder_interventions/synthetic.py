@@ -108,7 +108,8 @@ def build_synthetic_world(
     place_firing(crosscoder, acts_NPD, synthetic["target_fraction"])
     save_crosscode_checkpoint(crosscoder, directory / "crosscoder", scaling_factors_P=None, folded=True)
     (directory / "prompts.json").write_text(json.dumps({"prompts": prompts, "starts": starts}))
-    pd.DataFrame({"feature": [TARGET_FEATURE] * 2, "role": ["ablate", "steer"], "reason": ["planted"] * 2}).to_csv(directory / "selected.csv", index=False)
+    selected = pd.DataFrame({"feature": [TARGET_FEATURE] * 2, "role": ["ablate", "steer"], "reason": ["planted"] * 2})
+    selected.to_csv(directory / "selected.csv", index=False)
     return {
         "n_layers": config.num_layers,
         "d_model": config.hidden_size,
@@ -131,7 +132,9 @@ def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
     if lengths["min"] > lengths["max"]:
         raise ConfigError(f"benchmark.synthetic.prompt_length: min {lengths['min']} exceeds max {lengths['max']}; swap them.")
     if model["hidden_size"] % model["num_heads"]:
-        raise ConfigError(f"benchmark.synthetic.model: hidden_size {model['hidden_size']} is not a multiple of num_heads {model['num_heads']}; change either.")
+        raise ConfigError(
+            f"benchmark.synthetic.model: hidden_size {model['hidden_size']} is not a multiple of num_heads {model['num_heads']}; change either."
+        )
     if lengths["max"] + max_new_tokens > model["max_position_embeddings"]:
         raise ConfigError(
             f"benchmark.synthetic: prompts of up to {lengths['max']} tokens plus {max_new_tokens} new ones exceed "

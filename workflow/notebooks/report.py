@@ -118,7 +118,8 @@ display(Image(filename=str(results / "features/deployment_vs_clean.png")))
 for row in selected.itertuples():
     display(Markdown(f"### Feature {row.feature} ({row.role})"))
     page = (results / f"examples/feature_{row.feature}.html").read_text()
-    display(HTML(f'<iframe srcdoc="{html.escape(page)}" style="width: 100%; height: 460px; border: 1px solid #ccc; box-sizing: border-box;"></iframe>'))
+    style = "width: 100%; height: 460px; border: 1px solid #ccc; box-sizing: border-box;"
+    display(HTML(f'<iframe srcdoc="{html.escape(page)}" style="{style}"></iframe>'))
     display(Image(filename=str(results / f"examples/feature_{row.feature}.png")))
 
 # %% [markdown]
@@ -164,7 +165,7 @@ for row in selected.itertuples():
     own = encoder_decoder[(encoder_decoder["feature"] == row.feature) & (encoder_decoder["rank"] == 0)]
     marks = encoder_decoder[(encoder_decoder["feature"] == row.feature) & encoder_decoder["absorption_mark"]]
     display(Markdown(
-        f"Encoder against decoder: cos(encoder, decoder) "
+        "Encoder against decoder: cos(encoder, decoder) "
         + ", ".join(f"{hookpoint}: {cos:.2f}" for hookpoint, cos in zip(own["hookpoint"], own["enc_dec_cos"]))
         + (f"; features with the mark of absorption (similar decoder, different encoder): {', '.join(map(str, sorted(set(marks['other']))))}."
            if not marks.empty else "; no near decoder bears the mark of absorption.")

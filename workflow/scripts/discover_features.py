@@ -6,7 +6,6 @@
 # candidates table and the selected features come out of these statistics (DESIGN.md section 5).
 
 # %%
-import pandas as pd
 
 from crosscoder_interventions import discovery, plots
 from crosscoder_interventions.crosscoder import load_crosscoder
