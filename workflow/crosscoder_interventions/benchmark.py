@@ -18,6 +18,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.patches import Rectangle
 from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
@@ -145,6 +146,7 @@ def timing_figure(table: pd.DataFrame) -> plt.Figure:
     axes.set_xscale("log")
     axes.axvline(1.0, color="black", linestyle="--", linewidth=1)
     for patch, ratio in zip(axes.patches, table["ratio_to_plain"]):
+        assert isinstance(patch, Rectangle)  # a bar plot's patches are its bars
         axes.annotate(f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.0f}x", (patch.get_width(), patch.get_y() + patch.get_height() / 2), xytext=(3, 0),
                       textcoords="offset points", va="center", fontsize=8)
     axes.set_xlabel("time per generated token / plain bridge generation (log)")

@@ -192,7 +192,7 @@ def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def check_feature_ids(features_config: str | dict, n_features: int) -> None:
-    if features_config == "auto":
+    if isinstance(features_config, str):  # "auto", the schema's only string
         return
     for role in ("ablate", "steer"):
         for feature in features_config.get(role, []):
@@ -207,7 +207,7 @@ def select_features(candidates: pd.DataFrame, features_config: str | dict, n_fea
     takes the top `n_auto` features by each ranking score: tag_score and after_tag_score to ablate (a
     feature at the top of both is taken once), steer_score to steer."""
     check_feature_ids(features_config, n_features)
-    if features_config != "auto":
+    if not isinstance(features_config, str):  # not "auto", the schema's only string
         rows = [
             {"feature": int(feature), "role": role, "reason": "named in the config"}
             for role in ("ablate", "steer")

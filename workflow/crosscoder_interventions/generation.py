@@ -227,7 +227,7 @@ class _Engine:
         very call, and are never kept. Their activations (R, M, P, D) come third."""
         n_old = slots.pos_RK.shape[1]
         n_runs = 0 if runs is None else runs[0].shape[1]
-        if n_runs:
+        if runs is not None and n_runs:
             tokens_RQ = torch.cat([tokens_RQ, runs[0]], dim=1)
             pos_RQ = torch.cat([pos_RQ, runs[1]], dim=1)
             alive_RQ = torch.cat([alive_RQ, torch.zeros_like(runs[1], dtype=torch.bool)], dim=1)
@@ -306,9 +306,13 @@ def _add_RQPD(plan: _Plan, decisions: torch.Tensor | None, applies_RQ: torch.Ten
     """The modification of every position from the decisions (f_i for naive, delta for perturb)."""
     on_RQ11 = applies_RQ[:, :, None, None]
     if plan.kind == "perturb":
+        assert decisions is not None, "perturbation decides its delta"
         return decisions * on_RQ11
     unit_RQPD = (plan.coef_RP[:, :, None] * plan.direction_RPD)[:, None] * on_RQ11
-    return unit_RQPD if plan.kind == "fixed" else decisions[:, :, None, None] * unit_RQPD
+    if plan.kind == "fixed":
+        return unit_RQPD
+    assert decisions is not None, "naive interventions decide f_i"
+    return decisions[:, :, None, None] * unit_RQPD
 
 
 def _check_finite(plan: _Plan, value_R: torch.Tensor, what: str) -> None:
@@ -430,6 +434,7 @@ def _extend(
     """
     if plan.kind == "fixed":
         add_RQPD = _add_RQPD(plan, None, applies_RQ)
+        assert add_RQPD is not None  # fixed additions need no decisions
         logits_RV, acts_RQPD, _ = engine.forward(slots, tokens_RQ, pos_RQ, real_RQ, add_RQPD if add_RQPD.any() else None, keep=True)
         return logits_RV, acts_RQPD, 1
     if plan.kind == "naive":
@@ -517,12 +522,12 @@ def _layout(
     """
     anchor_column = max(anchor_R)
     n_columns = max(anchor_column - anchor + len(prompt) for prompt, anchor in zip(prompts, anchor_R, strict=True))
-    source_RS = []
+    source_rows = []
     for prompt, anchor, resume in zip(prompts, anchor_R, resume_R, strict=True):
         lead = anchor_column - anchor
         gap = n_columns - lead - len(prompt)
-        source_RS.append([-1] * lead + list(range(resume)) + [-1] * gap + list(range(resume, len(prompt))))
-    source_RS = torch.tensor(source_RS)
+        source_rows.append([-1] * lead + list(range(resume)) + [-1] * gap + list(range(resume, len(prompt))))
+    source_RS = torch.tensor(source_rows)
     real_RS = source_RS >= 0
     tokens_RS = torch.tensor([[prompt[i] if i >= 0 else pad_id for i in row] for prompt, row in zip(prompts, source_RS.tolist())])
     return tokens_RS, source_RS.clamp_min(0), real_RS
@@ -724,8 +729,10 @@ def generate(
             passes.append(n_passes)
             for i, output in zip(indices, batch_outputs, strict=True):
                 outputs[i] = output
+    done = [output for output in outputs if output is not None]
+    assert len(done) == len(outputs), "every row belongs to one batch"
     n_prompts = len(prompts)
-    grid = [outputs[s * n_prompts : (s + 1) * n_prompts] for s in range(len(settings))]
+    grid = [done[s * n_prompts : (s + 1) * n_prompts] for s in range(len(settings))]
     return GenerationResult(
         settings=list(settings),
         generated=[[output.generated for output in line] for line in grid],
