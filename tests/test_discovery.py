@@ -114,7 +114,8 @@ def test_auto_selection_takes_the_top_n_auto_by_each_ranking_score():
 
 def test_configured_features_and_bad_ids():
     selected = discovery.select_features(pd.DataFrame(), {"ablate": [3, 4], "steer": [1]}, n_features=10)
-    assert selected.values.tolist() == [[3, "ablate", "named in the config"], [4, "ablate", "named in the config"], [1, "steer", "named in the config"]]
+    named = "named in the config"
+    assert selected.values.tolist() == [[3, "ablate", named], [4, "ablate", named], [1, "steer", named]]
     with pytest.raises(ConfigError, match="feature 10 is out of range"):
         discovery.select_features(pd.DataFrame(), {"ablate": [10]}, n_features=10)
 

@@ -39,7 +39,9 @@ def test_new_methods_per_mode_and_their_settings():
     assert experiment.methods_of("ablate") == [
         "single_layer", "many_layer", "perturbation", "penalised_perturbation", "gradient", "calibrated_single_layer", "calibrated_many_layer"
     ]
-    assert experiment.methods_of("steer") == ["single_layer", "many_layer", "perturbation", "gradient", "calibrated_single_layer", "calibrated_many_layer"]
+    assert experiment.methods_of("steer") == [
+        "single_layer", "many_layer", "perturbation", "gradient", "calibrated_single_layer", "calibrated_many_layer"
+    ]
     assert experiment.intervention_name("steer", "calibrated_many_layer") == "calibrated many_layer_steering"
     sweeps = {"penalised_perturbation": {"values": [0, 2], "lr": 0.02, "steps": 4}, "gradient_steering": {"values": [3]}}
     penalised = experiment.job_settings("ablate", "penalised_perturbation", 7, sweeps, ["a"])

@@ -66,7 +66,8 @@ def test_real_shape_benchmark_plans_and_runs_at_a_small_size(tmp_path):
     result = subprocess.run([*run, str(tmp_path / "small.yaml")], cwd=workdir, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(workdir / "results/benchmark/interventions.csv")
-    assert {"bridge_generate", "hf_generate", "many_layer_ablation", "perturbation_clamping", "reference_perturbation_ablation"} <= set(table["entry"])
+    entries = {"bridge_generate", "hf_generate", "many_layer_ablation", "perturbation_clamping", "reference_perturbation_ablation"}
+    assert entries <= set(table["entry"])
     assert (table["target_fraction"] == 0.5).all() and (table["n_features"] == 256).all()
     assert (workdir / "results/benchmark/interventions.png").stat().st_size > 0
     world = yaml.safe_load((workdir / "results/benchmark/synthetic_world.json").read_text())
