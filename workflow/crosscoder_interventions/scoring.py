@@ -47,7 +47,7 @@ FLOAT_FORMAT = "%.6g"
 def load_scorer(source: str, lora_adapter: str | None, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model as a plain Hugging Face model (in float32, whatever the config's dtype: scores
     are compared across runs) and its tokenizer. No TransformerBridge: scoring needs no hooks."""
-    model = load_hf_model(source, lora_adapter, torch.float32).to(device)
+    model = load_hf_model(source, lora_adapter, torch.float32).to(device)  # type: ignore[arg-type]  # transformers types the wrapped .to() as unbound
     return model, load_tokenizer(source)
 
 
