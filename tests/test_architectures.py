@@ -11,13 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from crosscoder_interventions.engine.attention import ENGINE_LAYER
-from crosscoder_interventions.engine.generation import generate
-from crosscoder_interventions.engine.interventions import Plain, expand_sweep
-from crosscoder_interventions.engine.oracle import reference_generate
-from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.hookpoints import hookpoint_names
-from crosscoder_interventions.models import load_model
 from test_interventions import assert_matches_reference
 from tiny_world import build_tokenizer_for_tests, device_dtype_params, random_crosscoder, random_texts, require_device
 from transformers import (
@@ -33,12 +26,23 @@ from transformers import (
     Qwen2Config,
 )
 
+from crosscoder_interventions.engine.attention import ENGINE_LAYER
+from crosscoder_interventions.engine.generation import generate
+from crosscoder_interventions.engine.interventions import Plain, expand_sweep
+from crosscoder_interventions.engine.oracle import reference_generate
+from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.hookpoints import hookpoint_names
+from crosscoder_interventions.models import load_model
+
 N_LAYERS, D_MODEL, WINDOW, N_NEW = 2, 32, 3, 3
 PROMPT_LENGTHS = [6, 3]
 STARTS = [2, 1]
 SIZES = dict(hidden_size=D_MODEL, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
 CONFIGS = {
-    "gpt_neo": lambda: GPTNeoConfig(num_layers=N_LAYERS, hidden_size=D_MODEL, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=WINDOW, max_position_embeddings=64),
+    "gpt_neo": lambda: GPTNeoConfig(
+        num_layers=N_LAYERS, hidden_size=D_MODEL, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=WINDOW,
+        max_position_embeddings=64,
+    ),
     "gpt2": lambda: GPT2Config(n_layer=N_LAYERS, n_embd=D_MODEL, n_head=4, n_positions=64),
     "gpt_neox": lambda: GPTNeoXConfig(num_hidden_layers=N_LAYERS, rotary_pct=0.25, **SIZES),
     "llama": lambda: LlamaConfig(num_hidden_layers=N_LAYERS, **SIZES),
@@ -47,9 +51,13 @@ CONFIGS = {
         final_logit_softcapping=10.0, query_pre_attn_scalar=8, **SIZES,
     ),
     # max_window_layers=1: layer 0 global, layer 1 sliding.
-    "qwen2": lambda: Qwen2Config(num_hidden_layers=N_LAYERS, num_key_value_heads=2, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1, **SIZES),
+    "qwen2": lambda: Qwen2Config(
+        num_hidden_layers=N_LAYERS, num_key_value_heads=2, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1, **SIZES
+    ),
     # Attention the bridge delegates to Hugging Face's module, which calls the attention interface.
-    "opt": lambda: OPTConfig(num_hidden_layers=N_LAYERS, hidden_size=D_MODEL, num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=D_MODEL, max_position_embeddings=64),
+    "opt": lambda: OPTConfig(
+        num_hidden_layers=N_LAYERS, hidden_size=D_MODEL, num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=D_MODEL, max_position_embeddings=64
+    ),
 }
 HOOKPOINTS = hookpoint_names(N_LAYERS)
 # One setting per method, large enough to move activations on every architecture's tiny model.
@@ -82,7 +90,8 @@ def save_tiny(config, directory):
     return directory
 
 
-@pytest.fixture(scope="module", params=[(architecture, device_dtype) for architecture in CONFIGS for device_dtype in device_dtype_params(("float32",))],
+@pytest.fixture(scope="module",
+                params=[(architecture, device_dtype) for architecture in CONFIGS for device_dtype in device_dtype_params(("float32",))],
                 ids=lambda param: f"{param[0]}-{param[1].id}")
 def world(request, tmp_path_factory):
     """One architecture's tiny model, a random crosscoder, two prompts and the feature most often active."""

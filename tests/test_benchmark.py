@@ -3,6 +3,8 @@
 import pandas as pd
 import pytest
 import torch
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
+
 from crosscoder_interventions.engine.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
 from crosscoder_interventions.engine.interventions import (
     GradientSteering,
@@ -12,7 +14,6 @@ from crosscoder_interventions.engine.interventions import (
     SingleLayerAblation,
 )
 from crosscoder_interventions.hookpoints import hookpoint_names
-from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 SWEEPS = {
     "single_layer_ablation": {"values": [1, 2, 4]},
@@ -38,7 +39,9 @@ def test_representative_settings_are_the_middle_of_each_sweep():
     assert settings["gradient_steering"] == GradientSteering(9, 2.0)
     assert len(settings) == 9
     ablate_only = representative_settings(selected.iloc[:1], SWEEPS, hookpoint_names(2))
-    assert set(ablate_only) == {"single_layer_ablation", "many_layer_ablation", "perturbation_ablation", "penalised_perturbation", "gradient_ablation"}
+    assert set(ablate_only) == {
+        "single_layer_ablation", "many_layer_ablation", "perturbation_ablation", "penalised_perturbation", "gradient_ablation"
+    }
 
 
 def test_ratios_are_times_per_token_over_plain_and_over_the_fast_path():

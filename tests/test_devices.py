@@ -3,13 +3,14 @@ attention implementation that would bypass its masks."""
 
 import pytest
 import torch
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, require_device, save_tiny_model
+from torch import nn
+from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
+
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import ManyLayerAblation, Plain
 from crosscoder_interventions.errors import ConfigError
-from tiny_world import device_dtype_params, load_tiny, random_crosscoder, require_device, save_tiny_model
-from torch import nn
-from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,9 @@ class AttentionWithoutAttn(GPTNeoSelfAttention):
     """As a flash or sdpa attention class: attends (causally, over the call's tokens) without `_attn`."""
 
     def forward(self, hidden_states, attention_mask=None, layer_past=None, use_cache=False, output_attentions=False, **kwargs):
-        query, key, value = (self._split_heads(proj(hidden_states), self.num_heads, self.head_dim) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        query, key, value = (
+            self._split_heads(proj(hidden_states), self.num_heads, self.head_dim) for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
         output = nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True, scale=1.0)
         return self.out_proj(self._merge_heads(output, self.num_heads, self.head_dim)), None
 

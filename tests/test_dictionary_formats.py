@@ -15,11 +15,12 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from crosscoder_interventions.dictionary.checkpoints import checkpoint_info, load_crosscoder
 from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, JumpReLU, ReLU, TopK
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import hookpoint_names
-from safetensors.torch import save_file
 
 L, D, F, B = 3, 5, 12, 40
 

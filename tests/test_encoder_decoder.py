@@ -5,6 +5,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+
 from crosscoder_interventions.analysis.encoder_decoder import encoder_decoder_table, similarity_to
 from crosscoder_interventions.dictionary.model import Crosscoder
 

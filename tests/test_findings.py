@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 import pytest
+
 from crosscoder_interventions.analysis.findings import FAILS, HOLDS, NOT_APPLICABLE, feature_roles, findings_markdown, findings_table
 from crosscoder_interventions.analysis.scoring import SUMMARY_COLUMNS
 from crosscoder_interventions.analysis.statistics import wilson_interval
@@ -50,13 +51,16 @@ def _sprint_like(**changes):
     groups = {
         "references": _references(),
         "single_layer": _single_layer(TAG),
-        "many_layer": [_row("ablate", TAG, "many_layer", "scale", s, r, c) for s, r, c in ((0.1, 1.0, 12), (0.2, 1.0, 12), (0.5, 0.0, 2.1), (1.0, 0.0, 3.0))],
+        "many_layer": [_row("ablate", TAG, "many_layer", "scale", s, r, c)
+                       for s, r, c in ((0.1, 1.0, 12), (0.2, 1.0, 12), (0.5, 0.0, 2.1), (1.0, 0.0, 3.0))],
         "perturbation": [_row("ablate", TAG, "perturbation", "lr", lr, r, 2.2)
                          for lr, r in ((0.0025, 1.0), (0.005, 0.5), (0.01, 0.0), (0.02, 0.05), (0.04, 0.1), (0.08, 0.4))],
         "after_tag": [_row("ablate", AFTER_TAG, method, hparam, 1.0, rate, 2.5)
                       for method, hparam, rate in (("many_layer", "scale", 0.15), ("perturbation", "lr", 0.6))],
         "steer": [_row("steer", STEER, method, hparam, 4.0, rate, ce)
-                  for method, hparam, rate, ce in (("single_layer", "coef", 0.1, 4.0), ("many_layer", "coef", 0.2, 5.0), ("perturbation", "lr", 0.3, 8.0))],
+                  for method, hparam, rate, ce in (
+                      ("single_layer", "coef", 0.1, 4.0), ("many_layer", "coef", 0.2, 5.0), ("perturbation", "lr", 0.3, 8.0)
+                  )],
         # Rows of other methods and of calibrated values stay out of the sprint's findings.
         "others": [_row("ablate", TAG, "gradient", "coef", 1.0, 0.0, 0.1), _row("ablate", TAG, "many_layer", "calibrated", 0.05, 0.0, 1.6)],
     }
@@ -80,7 +84,9 @@ def test_roles_from_automatic_reasons_and_from_a_named_list():
 
 def test_every_finding_holds_on_a_sprint_like_run():
     findings = _verdicts(_sprint_like())
-    assert findings.index.tolist() == ["0", "1 single_layer", "1 many_layer", "1 perturbation", "2a", "2b", "3a", "3b", "4", "5", "6", "7a", "7b", "8"]
+    assert findings.index.tolist() == [
+        "0", "1 single_layer", "1 many_layer", "1 perturbation", "2a", "2b", "3a", "3b", "4", "5", "6", "7a", "7b", "8"
+    ]
     assert (findings.drop(index="8")["verdict"] == HOLDS).all(), findings[["verdict", "value"]]
     # The best working settings, not the best overall: the gradient and calibrated rows do not count.
     assert findings.loc["1 many_layer", "estimate"] == 2.1 and findings.loc["1 many_layer", "setting"] == "many_layer scale=0.5"
@@ -105,7 +111,9 @@ def test_findings_that_do_not_hold():
         perturbation=[_row("ablate", TAG, "perturbation", "lr", lr, r, 2.2) for lr, r in ((0.01, 0.0), (0.02, 0.3), (0.04, 0.0), (0.08, 0.0))],
         after_tag=[_row("ablate", AFTER_TAG, "many_layer", "scale", 1.0, 0.5, 2.5)],
         steer=[_row("steer", STEER, method, hparam, 4.0, rate, ce)
-               for method, hparam, rate, ce in (("single_layer", "coef", 0.1, 7.0), ("many_layer", "coef", 0.2, 6.5), ("perturbation", "lr", 0.9, 3.0))],
+               for method, hparam, rate, ce in (
+                   ("single_layer", "coef", 0.1, 7.0), ("many_layer", "coef", 0.2, 6.5), ("perturbation", "lr", 0.9, 3.0)
+               )],
     ))
     assert findings.loc["1 single_layer", "verdict"] == HOLDS  # scale 1 works: CE 3.0
     assert findings.loc["2a", "verdict"] == HOLDS and findings.loc["2b", "verdict"] == FAILS

@@ -21,6 +21,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
+
 from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReLU, TopK
 from crosscoder_interventions.engine.calibration import calibrate, log_bisect
 from crosscoder_interventions.engine.generation import NonFiniteError, Sampling, _layout, generate
@@ -42,7 +44,6 @@ from crosscoder_interventions.engine.interventions import (
 from crosscoder_interventions.engine.oracle import ReferenceResult, reference_generate
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import hookpoint_names
-from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
 WINDOW = 4
 N_NEW = 5

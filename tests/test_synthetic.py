@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tiny_world import workflow_copy
+
 from crosscoder_interventions.config import check_synthetic
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.world.synthetic import OTHER_FIRING, TARGET_FEATURE, place_firing, random_crosscoder
-from tiny_world import workflow_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -66,7 +67,8 @@ def test_real_shape_benchmark_plans_and_runs_at_a_small_size(tmp_path):
     result = subprocess.run([*run, str(tmp_path / "small.yaml")], cwd=workdir, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(workdir / "results/benchmark/interventions.csv")
-    assert {"bridge_generate", "hf_generate", "many_layer_ablation", "perturbation_clamping", "reference_perturbation_ablation"} <= set(table["entry"])
+    entries = {"bridge_generate", "hf_generate", "many_layer_ablation", "perturbation_clamping", "reference_perturbation_ablation"}
+    assert entries <= set(table["entry"])
     assert (table["target_fraction"] == 0.5).all() and (table["n_features"] == 256).all()
     assert (workdir / "results/benchmark/interventions.png").stat().st_size > 0
     world = yaml.safe_load((workdir / "results/benchmark/synthetic_world.json").read_text())

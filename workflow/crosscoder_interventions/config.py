@@ -24,6 +24,7 @@ import jsonschema
 import yaml
 
 from crosscoder_interventions.analysis.experiment import calibration_prompts, check_calibration
+from crosscoder_interventions.analysis.selection import check_feature_ids
 from crosscoder_interventions.data import DataSource, check_data_source, read_examples
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import HOOKPOINT_PATTERN, hookpoint_names, resolve_hookpoints
@@ -175,17 +176,6 @@ def resolve_device(device: str) -> str:
     if not torch.cuda.is_available():
         raise ConfigError(f"device '{device}' was requested but no CUDA device is visible; set device: auto or cpu.")
     return device
-
-
-def check_feature_ids(features_config: str | dict, n_features: int) -> None:
-    if features_config == "auto":
-        return
-    for role in ("ablate", "steer"):
-        for feature in features_config[role]:
-            if not 0 <= feature < n_features:
-                raise ConfigError(
-                    f"features.{role}: feature {feature} is out of range for a crosscoder with {n_features} features; use 0..{n_features - 1}."
-                )
 
 
 def check_hookpoints(hookpoints: list[str], n_layers: int, where: str) -> None:

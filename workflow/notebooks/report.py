@@ -118,7 +118,8 @@ display(Image(filename=str(results / "features/deployment_vs_clean.png")))
 for row in selected.itertuples():
     display(Markdown(f"### Feature {row.feature} ({row.role})"))
     page = (results / f"examples/feature_{row.feature}.html").read_text()
-    display(HTML(f'<iframe srcdoc="{html.escape(page)}" style="width: 100%; height: 460px; border: 1px solid #ccc; box-sizing: border-box;"></iframe>'))
+    style = "width: 100%; height: 460px; border: 1px solid #ccc; box-sizing: border-box;"
+    display(HTML(f'<iframe srcdoc="{html.escape(page)}" style="{style}"></iframe>'))
     display(Image(filename=str(results / f"examples/feature_{row.feature}.png")))
 
 # %% [markdown]

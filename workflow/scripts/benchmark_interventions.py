@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+
 from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder

@@ -8,7 +8,7 @@
 # %%
 
 from crosscoder_interventions.analysis import discovery, plots
-from crosscoder_interventions.config import check_feature_ids
+from crosscoder_interventions.analysis.selection import check_feature_ids
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model

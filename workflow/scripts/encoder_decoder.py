@@ -8,6 +8,7 @@
 from pathlib import Path
 
 import pandas as pd
+
 from crosscoder_interventions.analysis.comparison_figures import encoder_decoder_figure
 from crosscoder_interventions.analysis.encoder_decoder import encoder_decoder_table, similarity_to
 from crosscoder_interventions.analysis.scoring import write_csv

@@ -8,6 +8,7 @@
 from pathlib import Path
 
 import pandas as pd
+
 from crosscoder_interventions.analysis import discovery, examples, plots
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder

@@ -7,6 +7,7 @@
 
 # %%
 import pandas as pd
+
 from crosscoder_interventions.analysis.comparison import compare_methods
 from crosscoder_interventions.analysis.findings import findings_table
 from crosscoder_interventions.analysis.scoring import read_summary, write_csv

@@ -6,6 +6,7 @@
 
 # %%
 import pandas as pd
+
 from crosscoder_interventions.analysis.scoring import load_scorer, score_generations
 from crosscoder_interventions.runtime import start_job
 

@@ -5,6 +5,7 @@
 
 # %%
 import pandas as pd
+
 from crosscoder_interventions.analysis.scoring import best_settings, summarize, write_csv
 from crosscoder_interventions.runtime import start_job
 

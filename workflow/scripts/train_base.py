@@ -10,9 +10,10 @@
 import json
 
 import pandas as pd
+from transformers import AutoTokenizer
+
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.world.lm_training import build_model, train_causal_lm
-from transformers import AutoTokenizer
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 corpus = pd.read_parquet(snakemake.input.train)

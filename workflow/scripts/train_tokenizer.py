@@ -7,6 +7,7 @@
 
 # %%
 import pandas as pd
+
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.world.tokenizer import train_tokenizer
 

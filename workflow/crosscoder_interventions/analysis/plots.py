@@ -68,7 +68,7 @@ def _label_offsets(ax: plt.Axes, points: dict[int, tuple[float, float]]) -> dict
         anchor = (x_px * to_points, y_px * to_points)
 
         def fits(offset: tuple[int, int]) -> bool:
-            x, y = anchor[0] + offset[0], anchor[1] + offset[1]
+            x, y = anchor[0] + offset[0], anchor[1] + offset[1]  # noqa: B023 (called within this iteration)
             inside = x_min <= x and x + 20 <= x_max and y_min <= y and y + 10 <= y_max
             return inside and all(abs(x - px) + abs(y - py) >= LABEL_CLEARANCE for px, py in placed)
 

@@ -43,6 +43,34 @@ class Activation(Protocol):
         ...
 
 
+class Dictionary(Protocol):
+    """What the engine and the oracle read of a dictionary: `Crosscoder` is one; any object with these
+    (an adapter over another library's crosscoder or SAE, say) can be intervened on too. Read-only
+    properties, so that parameters (tensors) satisfy them."""
+
+    @property
+    def hookpoints(self) -> list[str]: ...
+
+    @property
+    def activation(self) -> Activation: ...
+
+    @property
+    def W_enc_PDF(self) -> torch.Tensor: ...
+
+    @property
+    def b_enc_F(self) -> torch.Tensor: ...
+
+    @property
+    def W_dec_FPD(self) -> torch.Tensor: ...
+
+    @property
+    def threshold_F(self) -> torch.Tensor: ...
+
+    def encode_pre(self, acts_BPD: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, acts_BPD: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class JumpReLU:
     """f_i = h_i * [h_i > exp(log_threshold_i)]."""

@@ -26,15 +26,15 @@ Shape letters: R rows, Q queries of the call, K keys (the slots' and then the qu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch import nn
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.generalized_components import AttentionBridge
-from transformers import AttentionInterface
+from transformers import AttentionInterface, PreTrainedConfig
 from transformers.models.llama.modeling_llama import repeat_kv
 
 from crosscoder_interventions.errors import ConfigError
@@ -84,6 +84,7 @@ class SlotAttention(ABC):
 
     def with_slots(self, layer: int, key_RHQE: torch.Tensor, value_RHQE: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The slots' keys and values followed by the call's, recorded as this layer's."""
+        assert self.past is not None, "begin() comes before any layer runs"
         if self.past.keys:
             key_RHQE = torch.cat([self.past.keys[layer], key_RHQE], dim=2)
             value_RHQE = torch.cat([self.past.values[layer], value_RHQE], dim=2)
@@ -98,7 +99,8 @@ class SlotAttention(ABC):
         """After a call: every layer's keys and values (R, H, K, E), the slots' and the queries'."""
         if any(keys is None for keys in self.keys):
             raise ConfigError(self.missing())
-        return self.keys, self.values
+        # Every layer's keys and values were set, checked above.
+        return cast(list[torch.Tensor], self.keys), cast(list[torch.Tensor], self.values)
 
     @abstractmethod
     def installed(self) -> AbstractContextManager[None]:
@@ -106,7 +108,7 @@ class SlotAttention(ABC):
 
 
 @contextmanager
-def replaced(module: nn.Module, attributes: dict[str, object]) -> Iterator[None]:
+def replaced(module: nn.Module, attributes: Mapping[str, object]) -> Iterator[None]:
     """`module` given instance attributes (methods: shadowing the class's) for the duration, removed after."""
     for name, value in attributes.items():
         if name in vars(module):
@@ -235,7 +237,7 @@ class BridgeSlotAttention(SlotAttention):
 
 
 @contextmanager
-def attention_implementation(config: object, implementation: str) -> Iterator[None]:
+def attention_implementation(config: PreTrainedConfig, implementation: str) -> Iterator[None]:
     """The model's attention implementation switched for the duration (its modules read it per call)."""
     before = config._attn_implementation
     config._attn_implementation = implementation

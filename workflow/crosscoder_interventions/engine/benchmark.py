@@ -18,12 +18,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from torch import nn
+from matplotlib.patches import Rectangle
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from crosscoder_interventions.analysis.experiment import INTERVENTIONS, job_settings
 from crosscoder_interventions.behaviour import padded_batch
+from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Intervention, label
 from crosscoder_interventions.engine.oracle import reference_generate
@@ -66,7 +67,7 @@ def _best_seconds(run: Callable[[], object], repeats: int) -> float:
 
 def time_generation(
     bridge: TransformerBridge,
-    crosscoder: nn.Module,
+    crosscoder: Dictionary,
     prompts: Sequence[Sequence[int]],
     starts: Sequence[int],
     settings: dict[str, Intervention],
@@ -108,7 +109,7 @@ def time_generation(
     ]
     for entry, setting in settings.items():
         seconds = _best_seconds(
-            lambda: generate(bridge, crosscoder, prompts, [setting], max_new_tokens=max_new_tokens, starts=starts, progress=False),
+            lambda: generate(bridge, crosscoder, prompts, [setting], max_new_tokens=max_new_tokens, starts=starts, progress=False),  # noqa: B023 (called within this iteration)
             repeats,
         )
         timings.append(Timing(entry, label(setting), len(prompts), n_new, seconds))
@@ -145,6 +146,7 @@ def timing_figure(table: pd.DataFrame) -> plt.Figure:
     axes.set_xscale("log")
     axes.axvline(1.0, color="black", linestyle="--", linewidth=1)
     for patch, ratio in zip(axes.patches, table["ratio_to_plain"]):
+        assert isinstance(patch, Rectangle)  # a bar plot's patches are its bars
         axes.annotate(f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.0f}x", (patch.get_width(), patch.get_y() + patch.get_height() / 2), xytext=(3, 0),
                       textcoords="offset points", va="center", fontsize=8)
     axes.set_xlabel("time per generated token / plain bridge generation (log)")

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformer_lens.model_bridge import TransformerBridge
 
+from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import SWEPT_PARAMETER, Intervention, Plain, make_setting
 from crosscoder_interventions.errors import ConfigError
@@ -31,7 +31,9 @@ class Calibration:
     reached: list[bool]  # whether the calibrated value was seen to reach the goal (False: `high` never did)
 
 
-def log_bisect(reaches: Callable[[torch.Tensor], torch.Tensor], n_candidates: int, low: float, high: float, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+def log_bisect(
+    reaches: Callable[[torch.Tensor], torch.Tensor], n_candidates: int, low: float, high: float, iterations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per candidate, the smallest value in [low, high] found to reach the goal after `iterations`
     halvings of the log interval, and whether any tried value reached it (else the value is `high`).
     `reaches` maps values (C,) to bools (C,); reaching is taken to be monotone in the value."""
@@ -52,7 +54,7 @@ def log_bisect(reaches: Callable[[torch.Tensor], torch.Tensor], n_candidates: in
 
 def calibrate(
     bridge: TransformerBridge,
-    crosscoder: nn.Module,
+    crosscoder: Dictionary,
     prompts: Sequence[Sequence[int]],
     starts: Sequence[int],
     intervention: str,

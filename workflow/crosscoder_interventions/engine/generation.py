@@ -49,10 +49,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.adapters import slot_attention
 from crosscoder_interventions.engine.interventions import (
     GRADIENT_METHODS,
@@ -95,7 +95,8 @@ class Sampling:
 
 @dataclass
 class GenerationResult:
-    """Indexed [setting][prompt]. activations: intervened hookpoint activations of every position run (prompt and generated tokens but the last), if recorded."""
+    """Indexed [setting][prompt]. activations: intervened hookpoint activations of every position run (prompt and
+    generated tokens but the last), if recorded."""
 
     settings: list[Intervention]
     generated: list[list[list[int]]]
@@ -133,7 +134,7 @@ class _Plan:
     steps: int
     # None for a per-feature activation (f_i = h_i * [h_i > threshold_i]); else the crosscoder,
     # whose whole encoding gives f_i (TopK).
-    encoder: nn.Module | None
+    encoder: Dictionary | None
 
     def rows(self, index_R: torch.Tensor) -> _Plan:
         per_row = {name: value[index_R] for name, value in vars(self).items() if isinstance(value, torch.Tensor)}
@@ -184,7 +185,7 @@ def _kind(setting: Intervention) -> tuple[str, int]:
 class _Engine:
     """One bridge + crosscoder; forward calls over cache slots with per-call modifications and captures."""
 
-    def __init__(self, bridge: TransformerBridge, crosscoder: nn.Module) -> None:
+    def __init__(self, bridge: TransformerBridge, crosscoder: Dictionary) -> None:
         self.bridge = bridge
         self.crosscoder = crosscoder
         self.hookpoints = list(crosscoder.hookpoints)
@@ -233,7 +234,7 @@ class _Engine:
         very call, and are never kept. Their activations (R, M, P, D) come third."""
         n_old = slots.pos_RK.shape[1]
         n_runs = 0 if runs is None else runs[0].shape[1]
-        if n_runs:
+        if runs is not None and n_runs:
             tokens_RQ = torch.cat([tokens_RQ, runs[0]], dim=1)
             pos_RQ = torch.cat([pos_RQ, runs[1]], dim=1)
             alive_RQ = torch.cat([alive_RQ, torch.zeros_like(runs[1], dtype=torch.bool)], dim=1)
@@ -258,7 +259,7 @@ class _Engine:
         return logits_RQV[:, 0], acts_RQPD[:, :n_own], acts_RQPD[:, n_own:] if n_runs else None
 
 
-def _plan(rows: Sequence[_Row], crosscoder: nn.Module) -> _Plan:
+def _plan(rows: Sequence[_Row], crosscoder: Dictionary) -> _Plan:
     hookpoints = crosscoder.hookpoints
     features = [row.setting.feature if row.setting.feature is not None else 0 for row in rows]
     W_dec_FPD, W_enc_PDF = crosscoder.W_dec_FPD.detach(), crosscoder.W_enc_PDF.detach()
@@ -321,9 +322,13 @@ def _add_RQPD(plan: _Plan, decisions: torch.Tensor | None, applies_RQ: torch.Ten
     """The modification of every position from the decisions (f_i for naive, delta for perturb)."""
     on_RQ11 = applies_RQ[:, :, None, None]
     if plan.kind == "perturb":
+        assert decisions is not None, "perturbation decides its delta"
         return decisions * on_RQ11
     unit_RQPD = (plan.coef_RP[:, :, None] * plan.direction_RPD)[:, None] * on_RQ11
-    return unit_RQPD if plan.kind == "fixed" else decisions[:, :, None, None] * unit_RQPD
+    if plan.kind == "fixed":
+        return unit_RQPD
+    assert decisions is not None, "naive interventions decide f_i"
+    return decisions[:, :, None, None] * unit_RQPD
 
 
 def _check_finite(plan: _Plan, value_R: torch.Tensor, what: str) -> None:
@@ -445,6 +450,7 @@ def _extend(
     """
     if plan.kind == "fixed":
         add_RQPD = _add_RQPD(plan, None, applies_RQ)
+        assert add_RQPD is not None  # fixed additions need no decisions
         logits_RV, acts_RQPD, _ = engine.forward(slots, tokens_RQ, pos_RQ, real_RQ, add_RQPD if add_RQPD.any() else None, keep=True)
         return logits_RV, acts_RQPD, 1
     if plan.kind == "naive":
@@ -532,12 +538,12 @@ def _layout(
     """
     anchor_column = max(anchor_R)
     n_columns = max(anchor_column - anchor + len(prompt) for prompt, anchor in zip(prompts, anchor_R, strict=True))
-    source_RS = []
+    source_rows = []
     for prompt, anchor, resume in zip(prompts, anchor_R, resume_R, strict=True):
         lead = anchor_column - anchor
         gap = n_columns - lead - len(prompt)
-        source_RS.append([-1] * lead + list(range(resume)) + [-1] * gap + list(range(resume, len(prompt))))
-    source_RS = torch.tensor(source_RS)
+        source_rows.append([-1] * lead + list(range(resume)) + [-1] * gap + list(range(resume, len(prompt))))
+    source_RS = torch.tensor(source_rows)
     real_RS = source_RS >= 0
     tokens_RS = torch.tensor([[prompt[i] if i >= 0 else pad_id for i in row] for prompt, row in zip(prompts, source_RS.tolist())])
     return tokens_RS, source_RS.clamp_min(0), real_RS
@@ -692,7 +698,7 @@ def _batches(rows: Sequence[_Row], max_rows: int) -> list[list[int]]:
 @torch.no_grad()
 def generate(
     bridge: TransformerBridge,
-    crosscoder: nn.Module,
+    crosscoder: Dictionary,
     prompts: Sequence[Sequence[int]],
     settings: Sequence[Intervention],
     *,
@@ -739,8 +745,10 @@ def generate(
             passes.append(n_passes)
             for i, output in zip(indices, batch_outputs, strict=True):
                 outputs[i] = output
+    done = [output for output in outputs if output is not None]
+    assert len(done) == len(outputs), "every row belongs to one batch"
     n_prompts = len(prompts)
-    grid = [outputs[s * n_prompts : (s + 1) * n_prompts] for s in range(len(settings))]
+    grid = [done[s * n_prompts : (s + 1) * n_prompts] for s in range(len(settings))]
     return GenerationResult(
         settings=list(settings),
         generated=[[output.generated for output in line] for line in grid],

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 from crosscoder_interventions.errors import ConfigError
 
 if TYPE_CHECKING:
-    from torch import nn
+    from crosscoder_interventions.dictionary.model import Dictionary
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def label(setting: Intervention) -> str:
     return f"{setting.method}({fields})"
 
 
-def validate(setting: Intervention, crosscoder: nn.Module) -> None:
+def validate(setting: Intervention, crosscoder: Dictionary) -> None:
     """Raise a one-line ConfigError if `setting` cannot be applied with `crosscoder` (its `hookpoints` and F = len(b_enc_F))."""
     if setting.feature is None:
         return

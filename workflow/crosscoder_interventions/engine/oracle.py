@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformer_lens.model_bridge import TransformerBridge
 
+from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.interventions import (
     GRADIENT_METHODS,
     GradientAblation,
@@ -86,7 +86,7 @@ def unit_mask_P(setting: Intervention, hookpoints: Sequence[str]) -> torch.Tenso
 
 def decide(
     bridge: TransformerBridge,
-    crosscoder: nn.Module,
+    crosscoder: Dictionary,
     setting: Intervention,
     tokens_S: torch.Tensor,
     mods_SPD: torch.Tensor,
@@ -151,7 +151,7 @@ def other_feature_change(f_int_SF: torch.Tensor, f_plain_SF: torch.Tensor, featu
 @torch.no_grad()
 def reference_generate(
     bridge: TransformerBridge,
-    crosscoder: nn.Module,
+    crosscoder: Dictionary,
     prompt: Sequence[int],
     setting: Intervention,
     *,

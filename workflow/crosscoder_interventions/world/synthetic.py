@@ -109,7 +109,8 @@ def build_synthetic_world(
     place_firing(crosscoder, acts_NPD, synthetic["target_fraction"])
     save_crosscode_checkpoint(crosscoder, directory / "crosscoder", scaling_factors_P=None, folded=True)
     (directory / "prompts.json").write_text(json.dumps({"prompts": prompts, "starts": starts}))
-    pd.DataFrame({"feature": [TARGET_FEATURE] * 2, "role": ["ablate", "steer"], "reason": ["planted"] * 2}).to_csv(directory / "selected.csv", index=False)
+    selected = pd.DataFrame({"feature": [TARGET_FEATURE] * 2, "role": ["ablate", "steer"], "reason": ["planted"] * 2})
+    selected.to_csv(directory / "selected.csv", index=False)
     return {
         "n_layers": config.num_layers,
         "d_model": config.hidden_size,
