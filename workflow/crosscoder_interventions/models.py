@@ -7,7 +7,7 @@ HookedTransformer did, which is what the crosscoders were trained on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -38,6 +38,13 @@ def load_hf_model(source: str, lora_adapter: str | None, dtype: torch.dtype) -> 
     return model.eval()
 
 
+def hf_model_of(bridge: TransformerBridge) -> PreTrainedModel:
+    """The Hugging Face model under a bridge, whose weights compatibility mode leaves as they were."""
+    # TransformerBridge stores original_model in its __dict__ unannotated, so type checkers see
+    # nn.Module.__getattr__'s Tensor | Module; boot_transformers sets it to the PreTrainedModel it wraps.
+    return cast(PreTrainedModel, bridge.original_model)
+
+
 def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     """The model's tokenizer, padding with end-of-text when it has no pad token (GPT-Neo's has none),
     as HookedTransformer does: pads are masked or never scored, so their id only has to exist."""
@@ -61,7 +68,7 @@ def load_model(
 
     torch_dtype, torch_device = DTYPES[dtype], resolve_device(device)
     # boot_transformers takes a given hf_model as it is: it records `device` but moves nothing.
-    hf_model = load_hf_model(source, lora_adapter, torch_dtype).to(torch_device)
+    hf_model = load_hf_model(source, lora_adapter, torch_dtype).to(torch_device)  # type: ignore[arg-type]  # transformers types the wrapped .to() as unbound
     tokenizer = load_tokenizer(tokenizer_source or source)
     bridge = TransformerBridge.boot_transformers(
         source, hf_model=hf_model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype
