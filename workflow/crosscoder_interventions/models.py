@@ -7,7 +7,7 @@ HookedTransformer did, which is what the crosscoders were trained on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -36,13 +36,6 @@ def load_hf_model(source: str, lora_adapter: str | None, dtype: torch.dtype) -> 
         check_hub_source(lora_adapter, "LoRA adapter")
         model = PeftModel.from_pretrained(model, lora_adapter).merge_and_unload()
     return model.eval()
-
-
-def hf_model_of(bridge: TransformerBridge) -> PreTrainedModel:
-    """The Hugging Face model under a bridge, whose weights compatibility mode leaves as they were."""
-    # TransformerBridge stores original_model in its __dict__ unannotated, so type checkers see
-    # nn.Module.__getattr__'s Tensor | Module; boot_transformers sets it to the PreTrainedModel it wraps.
-    return cast(PreTrainedModel, bridge.original_model)
 
 
 def load_tokenizer(source: str) -> PreTrainedTokenizerBase:

@@ -38,7 +38,7 @@ from transformers import AttentionInterface, PreTrainedConfig
 from transformers.models.llama.modeling_llama import repeat_kv
 
 from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.models import hf_model_of
+from crosscoder_interventions.runtime import hf_model_of
 
 
 class Slots(Protocol):

@@ -28,8 +28,7 @@ from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Intervention, label
 from crosscoder_interventions.engine.oracle import reference_generate
-from crosscoder_interventions.models import hf_model_of
-from crosscoder_interventions.runtime import device_of
+from crosscoder_interventions.runtime import device_of, hf_model_of
 
 PLAIN = "bridge_generate"
 

@@ -17,7 +17,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
 from crosscoder_interventions.engine.attention import SlotAttention, replaced
-from crosscoder_interventions.models import hf_model_of
+from crosscoder_interventions.runtime import hf_model_of
 
 
 def is_gpt_neo(bridge: TransformerBridge) -> bool:

@@ -24,7 +24,8 @@ from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Plain
 from crosscoder_interventions.hookpoints import hookpoint_names
-from crosscoder_interventions.models import hf_model_of, load_model
+from crosscoder_interventions.models import load_model
+from crosscoder_interventions.runtime import hf_model_of
 from crosscoder_interventions.world.corpus import generate_corpus
 from crosscoder_interventions.world.lm_training import build_model
 from crosscoder_interventions.world.tokenizer import train_tokenizer
