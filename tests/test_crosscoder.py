@@ -221,7 +221,9 @@ def test_model_diffing_checkpoints_load(tmp_path, folded, cfg_fname, threshold_k
 
     raw = random_crosscoder(seed=5)
     stored = random_crosscoder(seed=5) if folded else unfold_scaling(random_crosscoder(seed=5), SCALING_P)
-    directory = save_model_diffing_checkpoint(stored, tmp_path / "md", scaling_factors_P=SCALING_P, folded=folded, cfg_fname=cfg_fname, threshold_key=threshold_key)
+    directory = save_model_diffing_checkpoint(
+        stored, tmp_path / "md", scaling_factors_P=SCALING_P, folded=folded, cfg_fname=cfg_fname, threshold_key=threshold_key
+    )
     assert "!!python/tuple" in (directory / cfg_fname).read_text()  # yaml.dump of the library's tuple
     torch.save({"scaling_factors": SCALING_P}, tmp_path / "norm.pt")
     loaded = load_crosscoder(directory, normalisation=tmp_path / "norm.pt")

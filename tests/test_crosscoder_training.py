@@ -215,7 +215,8 @@ def test_training_script_writes_a_loadable_checkpoint_and_stats(tmp_path):
         input=SimpleNamespace(model=str(model_dir), train=str(tmp_path / "train.parquet")),
         output=SimpleNamespace(crosscoder=str(tmp_path / "crosscoder"), stats=str(tmp_path / "stats.json")),
         params=SimpleNamespace(
-            crosscoder=CROSSCODER_CONFIG | {"n_features": 32, "n_tokens": 1200, "max_seq_len": 32, "steps": 30, "batch_size": 128, "holdout_fraction": 0.2},
+            crosscoder=CROSSCODER_CONFIG
+            | {"n_features": 32, "n_tokens": 1200, "max_seq_len": 32, "steps": 30, "batch_size": 128, "holdout_fraction": 0.2},
             hookpoints=["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.3.hook_resid_post"],
             seed=0, device="cpu", prepend_bos=False,
         ),

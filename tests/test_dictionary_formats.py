@@ -92,7 +92,9 @@ def test_dictionary_learning_crosscoder_is_a_relu_crosscoder(tmp_path):
     state = crosscoder_state(0)
     directory = save_dictionary_learning(tmp_path / "cc", state, "CrossCoder")
     info = checkpoint_info(directory)
-    assert (info.format, info.hookpoints, info.d_model, info.n_features, info.activation) == ("dictionary_learning", hookpoint_names(L - 1), D, F, "relu")
+    assert (info.format, info.hookpoints, info.d_model, info.n_features, info.activation) == (
+        "dictionary_learning", hookpoint_names(L - 1), D, F, "relu"
+    )
     crosscoder = load_crosscoder(directory)
     x_BLD = random_tensors(1, x=(B, L, D))["x"]
     f_BF = crosscoder.encode(x_BLD)
@@ -135,7 +137,9 @@ def test_dictionary_learning_errors_name_the_file_and_fix(tmp_path):
     state = crosscoder_state(4)
     unset = save_dictionary_learning(tmp_path / "unset", state | {"k": torch.tensor(4), "threshold": torch.tensor(-1.0)}, "BatchTopKCrossCoder")
     decoupled = save_dictionary_learning(
-        tmp_path / "decoupled", state | {"k": torch.tensor(4), "threshold": torch.tensor(0.5), "code_normalization_id": torch.tensor(5)}, "BatchTopKCrossCoder"
+        tmp_path / "decoupled",
+        state | {"k": torch.tensor(4), "threshold": torch.tensor(0.5), "code_normalization_id": torch.tensor(5)},
+        "BatchTopKCrossCoder",
     )
     bad_shape = save_dictionary_learning(tmp_path / "shape", state | {"decoder.bias": torch.zeros(L, D + 1)}, "CrossCoder")
     gated = save_dictionary_learning(tmp_path / "gated", state, "GatedAutoEncoder")
@@ -217,11 +221,14 @@ def test_saelens_errors_name_the_file_and_fix(tmp_path):
     tensors = random_tensors(10, W_enc=(D, F), b_enc=(F,), W_dec=(F, D), b_dec=(D,))
     cases = [
         (save_saelens(tmp_path / "gated", tensors, "gated"), r"gated/cfg.json has architecture 'gated'; only standard, jumprelu and topk"),
-        (save_saelens(tmp_path / "norm", tensors, "standard", normalize_activations="expected_average_only_in"), r"norm/cfg.json has normalize_activations="),
-        (save_saelens(tmp_path / "nothreshold", tensors, "jumprelu"), r"nothreshold/sae_weights.safetensors do not match .* missing keys \['threshold'\]"),
+        (save_saelens(tmp_path / "norm", tensors, "standard", normalize_activations="expected_average_only_in"),
+         r"norm/cfg.json has normalize_activations="),
+        (save_saelens(tmp_path / "nothreshold", tensors, "jumprelu"),
+         r"nothreshold/sae_weights.safetensors do not match .* missing keys \['threshold'\]"),
         (save_saelens(tmp_path / "nok", tensors, "topk"), r"nok/cfg.json has k=None; expected a positive integer"),
         (save_saelens(tmp_path / "hook", tensors, "standard", hook_name=None), r"hook/cfg.json has hook_name=None"),
-        (save_saelens(tmp_path / "wide", tensors | {"W_dec": torch.zeros(F, D + 2)}, "standard"), r"wide/sae_weights.safetensors: 'W_dec' has shape \(12, 7\); expected \(12, 5\)"),
+        (save_saelens(tmp_path / "wide", tensors | {"W_dec": torch.zeros(F, D + 2)}, "standard"),
+         r"wide/sae_weights.safetensors: 'W_dec' has shape \(12, 7\); expected \(12, 5\)"),
     ]
     for directory, message in cases:
         with pytest.raises(ConfigError, match=message) as error:

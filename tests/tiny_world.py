@@ -50,10 +50,11 @@ def save_tiny_model(
     return directory
 
 
-def random_crosscoder(n_layers: int, d_model: int, n_features: int = 24, seed: int = 0, activation: Activation = JumpReLU()) -> Crosscoder:
-    """Random weights with low thresholds (exp(-3)), so that features fire often."""
+def random_crosscoder(n_layers: int, d_model: int, n_features: int = 24, seed: int = 0, activation: Activation | None = None) -> Crosscoder:
+    """Random weights with low thresholds (exp(-3)), so that features fire often; a JumpReLU unless
+    `activation` is given."""
     generator = torch.Generator().manual_seed(seed)
-    crosscoder = Crosscoder(hookpoint_names(n_layers), d_model, n_features, activation=activation)
+    crosscoder = Crosscoder(hookpoint_names(n_layers), d_model, n_features, activation=activation if activation is not None else JumpReLU())
     n_hookpoints = n_layers + 1
     with torch.no_grad():
         crosscoder.W_enc_PDF.copy_(torch.randn(n_hookpoints, d_model, n_features, generator=generator) / d_model)

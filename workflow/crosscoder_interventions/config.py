@@ -201,7 +201,9 @@ def local_model_shape(source: str) -> tuple[int, int] | None:
 
 def check_crosscoder_matches_model(info: CheckpointInfo, n_layers: int, d_model: int, where: str) -> None:
     if info.d_model != d_model:
-        raise ConfigError(f"{where}: crosscoder width d_model={info.d_model} does not match the model's {d_model}; use the crosscoder trained on this model.")
+        raise ConfigError(
+            f"{where}: crosscoder width d_model={info.d_model} does not match the model's {d_model}; use the crosscoder trained on this model."
+        )
     if len(info.hookpoints) != n_layers + 1:
         raise ConfigError(
             f"{where}: crosscoder has {len(info.hookpoints)} hookpoints but a {n_layers}-block model has {n_layers + 1} residual hookpoints; "
@@ -260,7 +262,9 @@ def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
     if lengths["min"] > lengths["max"]:
         raise ConfigError(f"benchmark.synthetic.prompt_length: min {lengths['min']} exceeds max {lengths['max']}; swap them.")
     if model["hidden_size"] % model["num_heads"]:
-        raise ConfigError(f"benchmark.synthetic.model: hidden_size {model['hidden_size']} is not a multiple of num_heads {model['num_heads']}; change either.")
+        raise ConfigError(
+            f"benchmark.synthetic.model: hidden_size {model['hidden_size']} is not a multiple of num_heads {model['num_heads']}; change either."
+        )
     if lengths["max"] + max_new_tokens > model["max_position_embeddings"]:
         raise ConfigError(
             f"benchmark.synthetic: prompts of up to {lengths['max']} tokens plus {max_new_tokens} new ones exceed "

@@ -45,12 +45,19 @@ def check_hub_source(source: str, what: str, *, repo_type: str = "model") -> Non
     or the hub does not answer), so that a run without the network stops in seconds, not in a job."""
     if Path(source).exists() or in_hub_cache(source, repo_type):
         return
-    download = f"download it where there is network (hf download {'--repo-type dataset ' if repo_type == 'dataset' else ''}{source} --local-dir <dir>) and point the config at <dir>"
+    download = (
+        f"download it where there is network (hf download {'--repo-type dataset ' if repo_type == 'dataset' else ''}{source} --local-dir <dir>) "
+        "and point the config at <dir>"
+    )
     if hub_offline():
-        raise ConfigError(f"{what} '{source}' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache; {download}, or run with network access.")
+        raise ConfigError(
+            f"{what} '{source}' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache; {download}, or run with network access."
+        )
     from huggingface_hub import HfApi
 
     try:
         HfApi().repo_info(source, repo_type=repo_type, timeout=HUB_TIMEOUT_S)
     except Exception as error:  # no network, no such repository, no access: all mean it cannot be fetched
-        raise ConfigError(f"{what} '{source}' is not in the local cache and cannot be fetched from the hub ({type(error).__name__}); {download}.") from error
+        raise ConfigError(
+            f"{what} '{source}' is not in the local cache and cannot be fetched from the hub ({type(error).__name__}); {download}."
+        ) from error

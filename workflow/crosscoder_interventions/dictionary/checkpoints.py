@@ -182,7 +182,11 @@ class _CfgLoader(yaml.SafeLoader):
     `!!python/tuple` (as the libraries' own loaders do) and `!!python/name:...` (e.g. a torch dtype)."""
 
 
-_CfgLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node)))
+def _construct_tuple(loader: _CfgLoader, node: yaml.SequenceNode) -> tuple[Any, ...]:
+    return tuple(loader.construct_sequence(node))
+
+
+_CfgLoader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple)
 _CfgLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", lambda loader, suffix, node: suffix)
 
 
@@ -211,7 +215,9 @@ def _checkpoint_files(path: str | Path) -> tuple[str, Path, Path]:
     for family, weights, cfg in ((DICTIONARY_LEARNING, DL_WEIGHTS_FNAME, DL_CFG_FNAME), (SAELENS, SAELENS_WEIGHTS_FNAME, SAELENS_CFG_FNAME)):
         if (directory / cfg).is_file() or (directory / weights).is_file():
             if not (directory / cfg).is_file() or not (directory / weights).is_file():
-                raise ConfigError(f"{family} checkpoint '{directory}' needs both {weights} and {cfg}; copy the missing file from where the dictionary was saved.")
+                raise ConfigError(
+                    f"{family} checkpoint '{directory}' needs both {weights} and {cfg}; copy the missing file from where the dictionary was saved."
+                )
             return family, directory / weights, directory / cfg
     expected = (
         f"a checkpoint directory: crosscode or model-diffing ({STATE_DICT_FNAME} and {' or '.join(CFG_FNAMES)}), "
@@ -220,8 +226,10 @@ def _checkpoint_files(path: str | Path) -> tuple[str, Path, Path]:
     if not directory.is_dir():
         raise ConfigError(f"crosscoder checkpoint '{directory}' is not a directory; expected {expected}.")
     cfg_path = _cfg_path(directory)
-    missing_files = [name for name, present in ((STATE_DICT_FNAME, (directory / STATE_DICT_FNAME).is_file()), (CFG_FNAMES[0], cfg_path is not None)) if not present]
-    if missing_files:
+    missing_files = [
+        name for name, present in ((STATE_DICT_FNAME, (directory / STATE_DICT_FNAME).is_file()), (CFG_FNAMES[0], cfg_path is not None)) if not present
+    ]
+    if missing_files or cfg_path is None:  # a missing config is in missing_files: `is None` only narrows the type
         raise ConfigError(f"crosscoder checkpoint '{directory}' lacks {' and '.join(missing_files)}; expected {expected}.")
     return CROSSCODE, directory / STATE_DICT_FNAME, cfg_path
 
@@ -249,8 +257,9 @@ def _crosscode_info(cfg: dict[str, Any], where: Path) -> CheckpointInfo:
 def _model_diffing_dims(cfg: dict[str, Any], where: Path) -> tuple[int, ...]:
     """`crosscoding_dims`: (n_models, n_hookpoints) with one model, or (n_hookpoints,)."""
     dims = cfg.get("crosscoding_dims")
-    valid = isinstance(dims, (list, tuple)) and len(dims) in (1, 2) and all(isinstance(n, int) and n > 0 for n in dims)
-    if not valid or math.prod(dims[:-1]) != 1:
+    if not (
+        isinstance(dims, (list, tuple)) and len(dims) in (1, 2) and all(isinstance(n, int) and n > 0 for n in dims) and math.prod(dims[:-1]) == 1
+    ):
         raise ConfigError(
             f"crosscoder config {where} has crosscoding_dims={dims!r}; expected (1, n_hookpoints): "
             "a single-model crosscoder over hookpoints."
@@ -367,8 +376,10 @@ def _dictionary_learning_trainer(cfg: dict[str, Any], where: Path) -> tuple[dict
     (BatchTopK's k is filled in from the weights)."""
     trainer = cfg.get("trainer")
     if not isinstance(trainer, dict):
-        raise ConfigError(f"dictionary_learning config {where} has no 'trainer' section; expected the config.json trainSAE writes next to {DL_WEIGHTS_FNAME}.")
-    activations = {"CrossCoder": ReLU(), "BatchTopKCrossCoder": BatchTopK()}
+        raise ConfigError(
+            f"dictionary_learning config {where} has no 'trainer' section; expected the config.json trainSAE writes next to {DL_WEIGHTS_FNAME}."
+        )
+    activations: dict[str, Activation] = {"CrossCoder": ReLU(), "BatchTopKCrossCoder": BatchTopK()}
     dict_class = trainer.get("dict_class")
     if dict_class not in activations:
         raise ConfigError(f"dictionary_learning config {where} has dict_class {dict_class!r}; only {' and '.join(activations)} checkpoints are read.")
@@ -380,10 +391,14 @@ def _dictionary_learning_info(state: dict[str, Any], state_path: Path, cfg_path:
     encoder = state.get("encoder.weight")
     if not isinstance(encoder, torch.Tensor) or encoder.ndim != 3:
         got = tuple(encoder.shape) if isinstance(encoder, torch.Tensor) else encoder
-        raise ConfigError(f"dictionary_learning weights {state_path}: 'encoder.weight' is {got}; expected a (layers, activation_dim, dict_size) tensor.")
+        raise ConfigError(
+            f"dictionary_learning weights {state_path}: 'encoder.weight' is {got}; expected a (layers, activation_dim, dict_size) tensor."
+        )
     n_layers = encoder.shape[0]
     hookpoints = hookpoint_names(n_layers - 1)
-    return CheckpointInfo(DICTIONARY_LEARNING, hookpoints, _cfg_int(trainer, "activation_dim", cfg_path), _cfg_int(trainer, "dict_size", cfg_path), activation.name)
+    return CheckpointInfo(
+        DICTIONARY_LEARNING, hookpoints, _cfg_int(trainer, "activation_dim", cfg_path), _cfg_int(trainer, "dict_size", cfg_path), activation.name
+    )
 
 
 def _dictionary_learning_code_norms_F(state: dict[str, Any], trainer: dict[str, Any], state_path: Path) -> torch.Tensor:
@@ -516,7 +531,10 @@ def read_normalisation(path: str | Path, n_hookpoints: int, d_model: int) -> tup
     trained on s_p * (x_p - mu_p)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"crosscoder normalisation file '{path}' does not exist; give the file of scaling factors and means the crosscoder was trained with, or null.")
+        raise ConfigError(
+            f"crosscoder normalisation file '{path}' does not exist; "
+            "give the file of scaling factors and means the crosscoder was trained with, or null."
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -525,11 +543,16 @@ def read_normalisation(path: str | Path, n_hookpoints: int, d_model: int) -> tup
         else:
             tensors = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt files of many kinds: report them as one line
-        raise ConfigError(f"crosscoder normalisation file '{path}' cannot be read ({type(error).__name__}: {error}); give a .safetensors or .pt file.") from error
+        raise ConfigError(
+            f"crosscoder normalisation file '{path}' cannot be read ({type(error).__name__}: {error}); give a .safetensors or .pt file."
+        ) from error
     known = {"scaling_factors": (n_hookpoints,), "mean": (n_hookpoints, d_model)}
     if not isinstance(tensors, dict) or not set(tensors) & set(known) or set(tensors) - set(known):
         found = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
-        raise ConfigError(f"crosscoder normalisation file '{path}' holds {found}; expected the keys scaling_factors ({n_hookpoints},) and/or mean ({n_hookpoints}, {d_model}).")
+        raise ConfigError(
+            f"crosscoder normalisation file '{path}' holds {found}; "
+            f"expected the keys scaling_factors ({n_hookpoints},) and/or mean ({n_hookpoints}, {d_model})."
+        )
     values: dict[str, torch.Tensor | None] = {}
     for key, shape in known.items():
         tensor = tensors.get(key)
@@ -539,7 +562,9 @@ def read_normalisation(path: str | Path, n_hookpoints: int, d_model: int) -> tup
                 raise ConfigError(f"crosscoder normalisation file '{path}': '{key}' has shape {got}; expected {shape}.")
             tensor = tensor.reshape(shape).float()
             if not bool(torch.isfinite(tensor).all()) or (key == "scaling_factors" and not bool((tensor > 0).all())):
-                raise ConfigError(f"crosscoder normalisation file '{path}': '{key}' has non-finite{' or non-positive' if key == 'scaling_factors' else ''} values.")
+                raise ConfigError(
+                    f"crosscoder normalisation file '{path}': '{key}' has non-finite{' or non-positive' if key == 'scaling_factors' else ''} values."
+                )
         values[key] = tensor
     return values["scaling_factors"], values["mean"]
 
@@ -566,7 +591,9 @@ def load_crosscoder(
         crosscoder, scaling_P, mean_PD = _crosscode_family_crosscoder(path, state_path, cfg_path, normalisation)
     else:
         crosscoder = (_dictionary_learning_crosscoder if family == DICTIONARY_LEARNING else _saelens_crosscoder)(state_path, cfg_path)
-        scaling_P, mean_PD = read_normalisation(normalisation, crosscoder.n_hookpoints, crosscoder.d_model) if normalisation is not None else (None, None)
+        scaling_P, mean_PD = (
+            read_normalisation(normalisation, crosscoder.n_hookpoints, crosscoder.d_model) if normalisation is not None else (None, None)
+        )
     if scaling_P is not None:
         fold_scaling(crosscoder, scaling_P)
     if mean_PD is not None:
@@ -594,18 +621,28 @@ def _crosscode_family_crosscoder(
     if "_W_enc_XiDiL" in state:
         info = checkpoint_info(path)
         if info.format != CROSSCODE:
-            raise ConfigError(f"crosscoder weights {state_path} are in the crosscode format but {cfg_path} is a {info.format} config; save the checkpoint again.")
+            raise ConfigError(
+                f"crosscoder weights {state_path} are in the crosscode format but {cfg_path} is a {info.format} config; save the checkpoint again."
+            )
         cfg = _read_cfg(cfg_path)
         expected = _crosscode_expected(info, cfg)
         names = dict(zip(("W_enc", "b_enc", "W_dec", "b_dec", "log_threshold", "recorded"), _CROSSCODE_KEYS))
     elif "W_enc_XDH" in state:
         info = checkpoint_info(path)
         if info.format != MODEL_DIFFING:
-            raise ConfigError(f"crosscoder weights {state_path} are in the model-diffing format but {cfg_path} is a {info.format} config; save the checkpoint again.")
+            raise ConfigError(
+                f"crosscoder weights {state_path} are in the model-diffing format but {cfg_path} is a {info.format} config; "
+                "save the checkpoint again."
+            )
         # The JumpReLU's threshold was `log_threshold_H` and later `log_threshold_L`.
         threshold_key = next((key for key in MODEL_DIFFING_THRESHOLD_KEYS if key in state), MODEL_DIFFING_THRESHOLD_KEYS[0])
         expected = _model_diffing_expected(info, _model_diffing_dims(_read_cfg(cfg_path), cfg_path), threshold_key)
-        names = dict(zip(("W_enc", "b_enc", "W_dec", "b_dec", "log_threshold", "recorded"), ("W_enc_XDH", "b_enc_H", "W_dec_HXD", "b_dec_XD", threshold_key, "folded_scaling_factors_X")))
+        names = dict(
+            zip(
+                ("W_enc", "b_enc", "W_dec", "b_dec", "log_threshold", "recorded"),
+                ("W_enc_XDH", "b_enc_H", "W_dec_HXD", "b_dec_XD", threshold_key, "folded_scaling_factors_X"),
+            )
+        )
     else:
         raise _neither_format_error(state_path, sorted(state))
     _check_state(state, expected, state_path, cfg_path, info)
@@ -634,7 +671,11 @@ def _crosscode_family_crosscoder(
             if bool((recorded_P > 0).all()) and bool(torch.isfinite(recorded_P).all()):
                 scaling_P = recorded_P
             else:
-                log.warning("unfolded crosscoder checkpoint %s records no scaling factors and no normalisation file gives them; assuming it was trained on raw activations", path)
+                log.warning(
+                    "unfolded crosscoder checkpoint %s records no scaling factors and no normalisation file gives them; "
+                    "assuming it was trained on raw activations",
+                    path,
+                )
         return crosscoder, scaling_P, mean_PD
     return crosscoder, None, mean_PD
 

@@ -38,6 +38,7 @@ from transformers import AttentionInterface, PreTrainedConfig
 from transformers.models.llama.modeling_llama import repeat_kv
 
 from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.runtime import hf_model_of
 
 
 class Slots(Protocol):
@@ -146,7 +147,9 @@ def engine_attention_forward(
     adapter.masked[layer] = True
     groups = getattr(module, "num_key_value_groups", 1)
     key_RHKE, value_RHKE = repeat_kv(key_RHKE, groups), repeat_kv(value_RHKE, groups)
-    scores_RHQK = torch.matmul(query_RHQE, key_RHKE.transpose(2, 3)) * (scaling if scaling is not None else module.head_dim**-0.5)
+    # Hugging Face's attention modules hold head_dim as a plain int, which nn.Module types Tensor | Module.
+    scale = scaling if scaling is not None else cast(int, module.head_dim) ** -0.5
+    scores_RHQK = torch.matmul(query_RHQE, key_RHKE.transpose(2, 3)) * scale
     if softcap is not None:
         scores_RHQK = torch.tanh(scores_RHQK / softcap) * softcap
     scores_RHQK = scores_RHQK.masked_fill(~adapter.mask(layer), torch.finfo(scores_RHQK.dtype).min)
@@ -162,7 +165,7 @@ def sliding_window(hf_attention: nn.Module, config: object) -> int | None:
     """A layer's sliding window: its attention's own (Gemma 2, Qwen 2: None on global layers), else the
     model's (Mistral: every layer), else none."""
     if hasattr(hf_attention, "sliding_window"):
-        return hf_attention.sliding_window
+        return cast("int | None", hf_attention.sliding_window)  # a plain attribute: nn.Module types it Tensor | Module
     return getattr(config, "sliding_window", None)
 
 
@@ -173,7 +176,8 @@ class BridgeSlotAttention(SlotAttention):
     SEAMS = ("_update_kv_cache", "_apply_reconstruct_attention_mask")
 
     def __init__(self, bridge: TransformerBridge) -> None:
-        name = type(bridge.original_model).__name__
+        hf_model = hf_model_of(bridge)
+        name = type(hf_model).__name__
         blocks = getattr(bridge, "blocks", None)
         if not blocks or not all(hasattr(block, "attn") and all(hasattr(block.attn, seam) for seam in self.SEAMS) for block in blocks):
             raise ConfigError(
@@ -183,7 +187,7 @@ class BridgeSlotAttention(SlotAttention):
         self.modules = [block.attn for block in blocks]
         self.delegated = [type(module).forward is AttentionBridge.forward for module in self.modules]
         self.model_name = name
-        self.config = config = bridge.original_model.config
+        self.config = config = hf_model.config
         super().__init__([sliding_window(module.original_component, config) for module in self.modules])
         self.masked: list[bool] = []
 
@@ -207,7 +211,7 @@ class BridgeSlotAttention(SlotAttention):
             raise ConfigError(self.missing())
         return super().collected()
 
-    def seams_of(self, layer: int, module: nn.Module) -> dict[str, Callable]:
+    def seams_of(self, layer: int, module: AttentionBridge) -> dict[str, Callable]:
         apply_mask = type(module)._apply_reconstruct_attention_mask
 
         def update_kv_cache(key_RHQE: torch.Tensor, value_RHQE: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:

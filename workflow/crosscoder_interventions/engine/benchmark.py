@@ -28,7 +28,7 @@ from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Intervention, label
 from crosscoder_interventions.engine.oracle import reference_generate
-from crosscoder_interventions.runtime import device_of
+from crosscoder_interventions.runtime import device_of, hf_model_of
 
 PLAIN = "bridge_generate"
 
@@ -94,7 +94,7 @@ def time_generation(
         )
 
     def hf_generate() -> None:
-        bridge.original_model.generate(
+        hf_model_of(bridge).generate(  # type: ignore[operator]  # typed PreTrainedModel lacks GenerationMixin; causal LMs have generate
             input_ids=tokens_RS,
             attention_mask=mask_RS,
             max_new_tokens=max_new_tokens,

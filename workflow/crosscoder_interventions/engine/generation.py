@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -138,7 +139,8 @@ class _Plan:
 
     def rows(self, index_R: torch.Tensor) -> _Plan:
         per_row = {name: value[index_R] for name, value in vars(self).items() if isinstance(value, torch.Tensor)}
-        return replace(self, labels=[self.labels[int(r)] for r in index_R], **per_row)
+        # per_row holds exactly the tensor fields, so each keeps its type.
+        return replace(self, labels=[self.labels[int(r)] for r in index_R], **cast(dict[str, Any], per_row))
 
 
 @dataclass
@@ -164,6 +166,7 @@ class _Slots:
         if column_RK is None:
             column_RK = torch.arange(self.pos_RK.shape[1], device=self.pos_RK.device).expand(len(index_R), -1)
             alive_RK = self.alive_RK[index_R]
+        assert alive_RK is not None, "a slot layout comes with its liveness"
 
         def gathered(layers: list[torch.Tensor]) -> list[torch.Tensor]:
             return [
@@ -172,6 +175,13 @@ class _Slots:
             ]
 
         return _Slots(gathered(self.keys), gathered(self.values), self.pos_RK[index_R].gather(1, column_RK), alive_RK)
+
+
+def _set(value_or_none: torch.Tensor | None) -> torch.Tensor:
+    """A tensor the engine's invariants guarantee was set: a hookpoint's capture after a forward, a
+    row's activations when they are recorded."""
+    assert value_or_none is not None
+    return value_or_none
 
 
 def _kind(setting: Intervention) -> tuple[str, int]:
@@ -248,7 +258,7 @@ class _Engine:
         logits_RQV = self.bridge(tokens_RQ, return_type="logits", use_cache=False, position_ids=pos_RQ, logits_to_keep=n_runs + 1)
         slots.keys, slots.values = self.attention.collected()
         # In the crosscoder's dtype: decisions and diagnostics are the crosscoder's arithmetic.
-        acts_RQPD = torch.stack(self.captured, dim=2).to(self.crosscoder.W_dec_FPD.dtype)
+        acts_RQPD = torch.stack([_set(x_RQD) for x_RQD in self.captured], dim=2).to(self.crosscoder.W_dec_FPD.dtype)
         self.add_RQPD, self.captured = None, [None] * len(self.hookpoints)
         n_own = tokens_RQ.shape[1] - n_runs
         if keep:
@@ -263,7 +273,7 @@ def _plan(rows: Sequence[_Row], crosscoder: Dictionary) -> _Plan:
     hookpoints = crosscoder.hookpoints
     features = [row.setting.feature if row.setting.feature is not None else 0 for row in rows]
     W_dec_FPD, W_enc_PDF = crosscoder.W_dec_FPD.detach(), crosscoder.W_enc_PDF.detach()
-    as_float = {"dtype": W_dec_FPD.dtype, "device": W_dec_FPD.device}
+    dtype, device = W_dec_FPD.dtype, W_dec_FPD.device
     per_feature = crosscoder.activation.per_feature
 
     def coef_P(setting: Intervention) -> torch.Tensor:
@@ -285,17 +295,17 @@ def _plan(rows: Sequence[_Row], crosscoder: Dictionary) -> _Plan:
     return _Plan(
         kind=_kind(settings[0])[0],
         labels=[label(setting) for setting in settings],
-        coef_RP=torch.stack([coef_P(setting) for setting in settings]).to(**as_float),
+        coef_RP=torch.stack([coef_P(setting) for setting in settings]).to(dtype=dtype, device=device),
         direction_RPD=torch.stack([direction_PD(setting, feature) for setting, feature in zip(settings, features)]),
         encoder_RPD=W_enc_PDF[:, :, features].permute(2, 0, 1),
         bias_R=crosscoder.b_enc_F.detach()[features],
-        threshold_R=crosscoder.threshold_F.detach()[features] if per_feature else torch.zeros(len(rows), **as_float),
-        acts_from_R=torch.tensor([acts_from(row.setting, row.start) for row in rows], device=W_dec_FPD.device),
-        lr_R=torch.tensor([float(getattr(setting, "lr", 0.0)) for setting in settings], **as_float),
-        target_R=torch.tensor([float(getattr(setting, "target", 0.0)) for setting in settings], **as_float),
-        clamp_R=torch.tensor([isinstance(setting, PerturbationClamping) for setting in settings], device=W_dec_FPD.device),
-        penalty_R=torch.tensor([float(getattr(setting, "penalty", 0.0)) for setting in settings], **as_float),
-        feature_R=torch.tensor(features, device=W_dec_FPD.device),
+        threshold_R=crosscoder.threshold_F.detach()[features] if per_feature else torch.zeros(len(rows), dtype=dtype, device=device),
+        acts_from_R=torch.tensor([acts_from(row.setting, row.start) for row in rows], device=device),
+        lr_R=torch.tensor([float(getattr(setting, "lr", 0.0)) for setting in settings], dtype=dtype, device=device),
+        target_R=torch.tensor([float(getattr(setting, "target", 0.0)) for setting in settings], dtype=dtype, device=device),
+        clamp_R=torch.tensor([isinstance(setting, PerturbationClamping) for setting in settings], device=device),
+        penalty_R=torch.tensor([float(getattr(setting, "penalty", 0.0)) for setting in settings], dtype=dtype, device=device),
+        feature_R=torch.tensor(features, device=device),
         steps=_kind(settings[0])[1],
         encoder=None if per_feature else crosscoder,
     )
@@ -754,6 +764,6 @@ def generate(
         generated=[[output.generated for output in line] for line in grid],
         target_activation=torch.tensor([[output.target_activation for output in line] for line in grid]),
         other_feature_change=torch.tensor([[output.other_feature_change for output in line] for line in grid]),
-        activations=[[output.acts_SPD for output in line] for line in grid] if record_activations else None,
+        activations=[[_set(output.acts_SPD) for output in line] for line in grid] if record_activations else None,
         prompt_passes=passes,
     )

@@ -17,10 +17,11 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
 from crosscoder_interventions.engine.attention import SlotAttention, replaced
+from crosscoder_interventions.runtime import hf_model_of
 
 
 def is_gpt_neo(bridge: TransformerBridge) -> bool:
-    return any(isinstance(module, GPTNeoSelfAttention) for module in bridge.original_model.modules())
+    return any(isinstance(module, GPTNeoSelfAttention) for module in hf_model_of(bridge).modules())
 
 
 class GPTNeoSlotAttention(SlotAttention):
@@ -28,8 +29,9 @@ class GPTNeoSlotAttention(SlotAttention):
     the model computes without a cache), under the engine's masks (no scaling, as GPT-Neo)."""
 
     def __init__(self, bridge: TransformerBridge) -> None:
-        self.modules = [m for m in bridge.original_model.modules() if isinstance(m, GPTNeoSelfAttention)]
-        window = bridge.original_model.config.window_size
+        hf_model = hf_model_of(bridge)
+        self.modules = [m for m in hf_model.modules() if isinstance(m, GPTNeoSelfAttention)]
+        window = hf_model.config.window_size
         super().__init__([window if module.attention_type == "local" else None for module in self.modules])
 
     def missing(self) -> str:

@@ -169,15 +169,15 @@ def reference_generate(
     """
     hookpoints = crosscoder.hookpoints
     n_hookpoints, d_model = len(hookpoints), crosscoder.W_dec_FPD.shape[2]
-    like_crosscoder = {"dtype": crosscoder.W_dec_FPD.dtype, "device": crosscoder.W_dec_FPD.device}
+    crosscoder_dtype, crosscoder_device = crosscoder.W_dec_FPD.dtype, crosscoder.W_dec_FPD.device
     model_device = device_of(bridge)
     tokens = list(prompt)
     n_positions = len(prompt) + max_new_tokens - 1
-    mods_SPD = torch.zeros(0, n_hookpoints, d_model, **like_crosscoder)
+    mods_SPD = torch.zeros(0, n_hookpoints, d_model, dtype=crosscoder_dtype, device=crosscoder_device)
     acts, chosen_from = [], []
     for t in range(n_positions):
         tokens_S = torch.tensor(tokens[: t + 1], device=model_device)
-        mods_SPD = torch.cat([mods_SPD, torch.zeros(1, n_hookpoints, d_model, **like_crosscoder)])
+        mods_SPD = torch.cat([mods_SPD, torch.zeros(1, n_hookpoints, d_model, dtype=crosscoder_dtype, device=crosscoder_device)])
         if t >= acts_from(setting, start):
             mods_SPD[t] = decide(bridge, crosscoder, setting, tokens_S, mods_SPD)
         logits_SV, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
@@ -188,10 +188,13 @@ def reference_generate(
     acts_SPD = torch.stack(acts)
     f_SF = crosscoder.encode(acts_SPD)
     feature = setting.feature
-    target_S = f_SF[:, feature] if feature is not None else torch.full((n_positions,), float("nan"), **like_crosscoder)
+    target_S = f_SF[:, feature] if feature is not None else torch.full((n_positions,), float("nan"), dtype=crosscoder_dtype, device=crosscoder_device)
     n_prompt = len(prompt)
     _, plain_SPD = forward_with_modifications(
-        bridge, hookpoints, torch.tensor(prompt, device=model_device), torch.zeros(n_prompt, n_hookpoints, d_model, **like_crosscoder)
+        bridge,
+        hookpoints,
+        torch.tensor(prompt, device=model_device),
+        torch.zeros(n_prompt, n_hookpoints, d_model, dtype=crosscoder_dtype, device=crosscoder_device),
     )
     change = 0.0 if isinstance(setting, Plain) else other_feature_change(f_SF[:n_prompt], crosscoder.encode(plain_SPD), feature)
     return ReferenceResult(

