@@ -9,6 +9,9 @@ import random
 import numpy as np
 import torch
 
+# The dtypes a config or checkpoint names, for models and crosscoders alike.
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
 
 def start_job(log_path: str, *, threads: int, seed: int) -> logging.Logger:
     logging.basicConfig(
