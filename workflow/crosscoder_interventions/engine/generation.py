@@ -163,7 +163,7 @@ class _Slots:
 
 
 def _kind(setting: Intervention) -> tuple[str, int]:
-    return setting.kind, getattr(setting, "steps", 0) if setting.kind == "perturb" else 0
+    return setting.kind, getattr(setting, "steps", 0)
 
 
 class _Engine:

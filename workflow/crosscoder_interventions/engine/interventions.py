@@ -1,9 +1,11 @@
 """Typed specifications of the interventions on a crosscoder feature (DESIGN.md sections 3 and 9).
 
 Each method is a frozen dataclass holding the target feature and its hyperparameters. `Plain` is the
-un-intervened baseline, so that baselines go through the same generation code. `validate` checks a
-setting against a crosscoder and raises one-line `ConfigError`s; `expand_sweep` turns a method and a
-list of values (and hookpoints, for the single-layer methods) into settings.
+un-intervened baseline, so that baselines go through the same generation code. Each class's class
+attributes (see `Method`) are all the engine, the oracle and the sweeps dispatch on; `METHODS` is the
+one registry, from method name to class. `validate` checks a setting against a crosscoder and raises
+one-line `ConfigError`s; `expand_sweep` turns a method and a list of values (and hookpoints, for the
+single-layer methods) into settings.
 
 Where an intervention acts:
 - ablations (naive single-layer, naive many-layer, perturbation, penalised perturbation, gradient
