@@ -17,7 +17,7 @@ none) and in float32 and bfloat16, the oracle on the engine's device and in its 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -27,6 +27,7 @@ from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReL
 from crosscoder_interventions.engine.calibration import calibrate, log_bisect
 from crosscoder_interventions.engine.generation import NonFiniteError, Sampling, _layout, generate
 from crosscoder_interventions.engine.interventions import (
+    METHODS,
     GradientAblation,
     GradientSteering,
     ManyLayerAblation,
@@ -39,6 +40,7 @@ from crosscoder_interventions.engine.interventions import (
     SingleLayerSteering,
     expand_sweep,
     make_setting,
+    swept_parameter,
     validate,
 )
 from crosscoder_interventions.engine.oracle import ReferenceResult, reference_generate
@@ -394,3 +396,23 @@ def test_sweep_expansion():
     ]
     assert expand_sweep("gradient_steering", 1, [2]) == [GradientSteering(1, 2.0)]
     assert expand_sweep("gradient_ablation", 1, [2]) == [GradientAblation(1, 2.0)]
+    with pytest.raises(ConfigError, match="unknown intervention method 'plain'; choose one of single_layer_ablation, "):
+        expand_sweep("plain", 0, [1.0])
+
+
+def test_each_method_class_carries_what_dispatch_needs():
+    """The class attributes the engine, the oracle and the sweeps dispatch on agree with each class's fields."""
+    for name, cls in METHODS.items():
+        names = {field.name for field in fields(cls)}
+        assert cls.method == name
+        assert cls.single_layer == ("hookpoint" in names)
+        assert (cls.kind == "perturb") == ("steps" in names) == (cls.objective is not None)
+        assert (cls.direction is None) == (cls.kind == "perturb" or cls is Plain)
+        assert cls.swept is None or cls.swept in names
+    assert swept_parameter("penalised_perturbation") == "penalty"
+    with pytest.raises(ConfigError, match="unknown intervention method 'plain'"):
+        swept_parameter("plain")
+    signed = [SingleLayerAblation(0, HOOKPOINTS[0], 2.0), ManyLayerSteering(0, -1.5), GradientAblation(0, 3.0), GradientSteering(0, 3.0)]
+    assert [setting.signed_coef for setting in signed] == [-2.0, -1.5, -3.0, 3.0]
+    assert [cls.kind for cls in (Plain, ManyLayerAblation, GradientSteering, PerturbationClamping)] == ["fixed", "naive", "fixed", "perturb"]
+    assert [cls.direction for cls in (ManyLayerAblation, SingleLayerSteering, GradientAblation)] == ["decoder", "decoder", "encoder"]

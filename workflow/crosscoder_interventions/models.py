@@ -14,11 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from crosscoder_interventions.config import resolve_device
 from crosscoder_interventions.hub import check_hub_source, check_model_source
+from crosscoder_interventions.runtime import DTYPES
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_hf_model(source: str, lora_adapter: str | None, dtype: torch.dtype) -> PreTrainedModel:

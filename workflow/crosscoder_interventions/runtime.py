@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import torch
 
+# The dtypes a config or checkpoint names, for models and crosscoders alike.
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedModel

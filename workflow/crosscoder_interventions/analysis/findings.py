@@ -29,7 +29,7 @@ import pandas as pd
 from crosscoder_interventions.analysis.experiment import INTERVENTIONS
 from crosscoder_interventions.analysis.scoring import hookpoint_rank, reference_values
 from crosscoder_interventions.analysis.statistics import rate_interval
-from crosscoder_interventions.engine.interventions import SWEPT_PARAMETER
+from crosscoder_interventions.engine.interventions import swept_parameter
 
 HOLDS, FAILS, NOT_APPLICABLE = "holds", "does not hold", "not applicable"
 # The sprint's findings are about its three methods, whatever else the run compares.
@@ -83,7 +83,7 @@ def feature_roles(selected: pd.DataFrame) -> dict[str, int]:
 
 def _settings(summary: pd.DataFrame, mode: str, feature: int, method: str) -> pd.DataFrame:
     """The rows of the method's own sweep (not, say, a calibrated value) on `feature`."""
-    hparam = SWEPT_PARAMETER[INTERVENTIONS[(mode, method)]]
+    hparam = swept_parameter(INTERVENTIONS[(mode, method)])
     # Missing features and hparams (the reference rows) compare as missing, not as unequal.
     matches = (summary["mode"] == mode) & summary["feature"].eq(feature).fillna(False) & (summary["method"] == method)
     rows = summary[matches & summary["hparam"].eq(hparam).fillna(False)]

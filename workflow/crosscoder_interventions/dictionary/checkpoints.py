@@ -71,6 +71,7 @@ import yaml
 from crosscoder_interventions.dictionary.model import Activation, BatchTopK, Crosscoder, JumpReLU, ReLU, TopK, fold_mean, fold_scaling, unfold_scaling
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import hookpoint_names
+from crosscoder_interventions.runtime import DTYPES
 
 log = logging.getLogger("crosscoder_interventions")
 
@@ -87,7 +88,6 @@ MODEL_DIFFING_THRESHOLD_KEYS = ("hidden_activation.log_threshold_H", "hidden_act
 CROSSCODER_CLASSNAME = "ModelHookpointAcausalCrosscoder"
 ACTIVATION_CLASSNAME = "AnthropicSTEJumpReLUActivation"
 DEFAULT_BANDWIDTH = 2.0
-DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 
@@ -609,7 +609,7 @@ def load_crosscoder(
             f"crosscoder checkpoint '{path}' has NaN or infinite values in {', '.join(non_finite)}; "
             "the checkpoint is damaged or its training diverged: use a sound checkpoint."
         )
-    return crosscoder.requires_grad_(False).to(device=device, dtype=DTYPE_NAMES[dtype])
+    return crosscoder.requires_grad_(False).to(device=device, dtype=DTYPES[dtype])
 
 
 def _crosscode_family_crosscoder(

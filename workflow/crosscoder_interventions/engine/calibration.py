@@ -20,7 +20,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.generation import generate
-from crosscoder_interventions.engine.interventions import SWEPT_PARAMETER, Intervention, Plain, make_setting
+from crosscoder_interventions.engine.interventions import Intervention, Plain, make_setting, swept_parameter
 from crosscoder_interventions.errors import ConfigError
 
 
@@ -71,7 +71,7 @@ def calibrate(
 ) -> Calibration:
     """The settings of `intervention` on `feature` (one per hookpoint; None for many-layer methods)
     at their calibrated scale or coefficient, found on `prompts` (token ids, steering from `starts`)."""
-    parameter = SWEPT_PARAMETER[intervention]
+    parameter = swept_parameter(intervention)
 
     def settings_at(values_C: torch.Tensor) -> list[Intervention]:
         return [

@@ -55,19 +55,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.adapters import slot_attention
-from crosscoder_interventions.engine.interventions import (
-    GRADIENT_METHODS,
-    GradientAblation,
-    Intervention,
-    ManyLayerAblation,
-    PenalisedPerturbation,
-    PerturbationAblation,
-    PerturbationClamping,
-    Plain,
-    SingleLayerAblation,
-    label,
-    validate,
-)
+from crosscoder_interventions.engine.interventions import Intervention, Plain, label, validate
 from crosscoder_interventions.engine.oracle import acts_from, other_feature_change, unit_mask_P
 from crosscoder_interventions.errors import ConfigError
 
@@ -185,11 +173,7 @@ def _set(value_or_none: torch.Tensor | None) -> torch.Tensor:
 
 
 def _kind(setting: Intervention) -> tuple[str, int]:
-    if isinstance(setting, (SingleLayerAblation, ManyLayerAblation)):
-        return "naive", 0
-    if isinstance(setting, (PerturbationAblation, PerturbationClamping, PenalisedPerturbation)):
-        return "perturb", setting.steps
-    return "fixed", 0
+    return setting.kind, getattr(setting, "steps", 0)
 
 
 class _Engine:
@@ -277,16 +261,12 @@ def _plan(rows: Sequence[_Row], crosscoder: Dictionary) -> _Plan:
     per_feature = crosscoder.activation.per_feature
 
     def coef_P(setting: Intervention) -> torch.Tensor:
-        if isinstance(setting, (SingleLayerAblation, ManyLayerAblation)):
-            return -setting.scale * unit_mask_P(setting, hookpoints)
-        if isinstance(setting, GradientAblation):
-            return -setting.coef * unit_mask_P(setting, hookpoints)
-        if isinstance(setting, Plain) or not hasattr(setting, "coef"):
+        if setting.direction is None:
             return torch.zeros(len(hookpoints))
-        return setting.coef * unit_mask_P(setting, hookpoints)
+        return setting.signed_coef * unit_mask_P(setting, hookpoints)
 
     def direction_PD(setting: Intervention, feature: int) -> torch.Tensor:
-        if isinstance(setting, GRADIENT_METHODS):
+        if setting.direction == "encoder":
             encoder_PD = W_enc_PDF[:, :, feature]
             return encoder_PD / encoder_PD.norm()
         return W_dec_FPD[feature]
@@ -303,7 +283,7 @@ def _plan(rows: Sequence[_Row], crosscoder: Dictionary) -> _Plan:
         acts_from_R=torch.tensor([acts_from(row.setting, row.start) for row in rows], device=device),
         lr_R=torch.tensor([float(getattr(setting, "lr", 0.0)) for setting in settings], dtype=dtype, device=device),
         target_R=torch.tensor([float(getattr(setting, "target", 0.0)) for setting in settings], dtype=dtype, device=device),
-        clamp_R=torch.tensor([isinstance(setting, PerturbationClamping) for setting in settings], device=device),
+        clamp_R=torch.tensor([setting.objective == "clamp" for setting in settings], device=device),
         penalty_R=torch.tensor([float(getattr(setting, "penalty", 0.0)) for setting in settings], dtype=dtype, device=device),
         feature_R=torch.tensor(features, device=device),
         steps=_kind(settings[0])[1],

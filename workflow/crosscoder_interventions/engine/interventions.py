@@ -1,9 +1,11 @@
 """Typed specifications of the interventions on a crosscoder feature (DESIGN.md sections 3 and 9).
 
 Each method is a frozen dataclass holding the target feature and its hyperparameters. `Plain` is the
-un-intervened baseline, so that baselines go through the same generation code. `validate` checks a
-setting against a crosscoder and raises one-line `ConfigError`s; `expand_sweep` turns a method and a
-list of values (and hookpoints, for the single-layer methods) into settings.
+un-intervened baseline, so that baselines go through the same generation code. Each class's class
+attributes (see `Method`) are all the engine, the oracle and the sweeps dispatch on; `METHODS` is the
+one registry, from method name to class. `validate` checks a setting against a crosscoder and raises
+one-line `ConfigError`s; `expand_sweep` turns a method and a list of values (and hookpoints, for the
+single-layer methods) into settings.
 
 Where an intervention acts:
 - ablations (naive single-layer, naive many-layer, perturbation, penalised perturbation, gradient
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from crosscoder_interventions.errors import ConfigError
 
@@ -29,49 +31,88 @@ if TYPE_CHECKING:
     from crosscoder_interventions.dictionary.model import Dictionary
 
 
+class Method:
+    """What dispatch needs from a method, as class attributes; the defaults are those of `Plain`.
+
+    - `swept`: the hyperparameter a sweep varies (and calibration searches); None for `Plain`.
+    - `single_layer`: acts at the one hookpoint its `hookpoint` field names, not at every hookpoint.
+    - `acts_from_start`: acts from the per-prompt start position, not from position 0.
+    - `kind`: what the fast path batches by: "fixed" (an addition independent of the activations:
+      plain, steering, gradient methods), "naive" (f_i(t) times a decoder row) or "perturb" (gradient
+      descent on a perturbation).
+    - `direction`: what a fixed or naive method adds: the decoder row W_dec[i] ("decoder") or the
+      normalised encoder column W_enc[:, :, i] ("encoder"); None where nothing fixed is added.
+    - `sign`: -1 where `direction` is subtracted (ablation), +1 where it is added (steering).
+    - `objective`: a perturbation's loss: f_i ("activation"), (h_i - target)^2 ("clamp"), or f_i plus
+      the penalty on the other features ("penalised").
+    """
+
+    method: ClassVar[str]
+    swept: ClassVar[str | None] = None
+    single_layer: ClassVar[bool] = False
+    acts_from_start: ClassVar[bool] = False
+    kind: ClassVar[str] = "fixed"
+    direction: ClassVar[str | None] = None
+    sign: ClassVar[float] = 0.0
+    objective: ClassVar[str | None] = None
+
+    @property
+    def signed_coef(self) -> float:
+        """`sign` times the swept parameter: what `direction` is multiplied by (times f_i(t) for naive methods)."""
+        return self.sign * float(getattr(self, self.swept)) if self.swept is not None else 0.0
+
+
 @dataclass(frozen=True)
-class Plain:
+class Plain(Method):
     """No intervention: the baseline generation; `feature`, if given, is the one its diagnostics report on."""
 
     feature: int | None = None
     method: ClassVar[str] = "plain"
-    acts_from_start: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
-class SingleLayerAblation:
+class SingleLayerAblation(Method):
     """x_n(t) <- x_n(t) - scale * f_i(t) * W_dec[i, n], f_i(t) from run(t) at all hookpoints."""
 
     feature: int
     hookpoint: str
     scale: float
     method: ClassVar[str] = "single_layer_ablation"
-    acts_from_start: ClassVar[bool] = False
+    swept: ClassVar[str | None] = "scale"
+    single_layer: ClassVar[bool] = True
+    kind: ClassVar[str] = "naive"
+    direction: ClassVar[str | None] = "decoder"
+    sign: ClassVar[float] = -1.0
 
 
 @dataclass(frozen=True)
-class ManyLayerAblation:
+class ManyLayerAblation(Method):
     """x_p(t) <- x_p(t) - scale * f_i(t) * W_dec[i, p] at every hookpoint p."""
 
     feature: int
     scale: float
     method: ClassVar[str] = "many_layer_ablation"
-    acts_from_start: ClassVar[bool] = False
+    swept: ClassVar[str | None] = "scale"
+    kind: ClassVar[str] = "naive"
+    direction: ClassVar[str | None] = "decoder"
+    sign: ClassVar[float] = -1.0
 
 
 @dataclass(frozen=True)
-class PerturbationAblation:
+class PerturbationAblation(Method):
     """delta(t) from `steps` gradient-descent steps (rate `lr`) on f_i(t) of the perturbed run."""
 
     feature: int
     lr: float
     steps: int
     method: ClassVar[str] = "perturbation_ablation"
-    acts_from_start: ClassVar[bool] = False
+    swept: ClassVar[str | None] = "lr"
+    kind: ClassVar[str] = "perturb"
+    objective: ClassVar[str | None] = "activation"
 
 
 @dataclass(frozen=True)
-class SingleLayerSteering:
+class SingleLayerSteering(Method):
     """x_n(t) <- x_n(t) + coef * W_dec[i, n]."""
 
     feature: int
@@ -79,20 +120,27 @@ class SingleLayerSteering:
     coef: float
     method: ClassVar[str] = "single_layer_steering"
     acts_from_start: ClassVar[bool] = True
+    swept: ClassVar[str | None] = "coef"
+    single_layer: ClassVar[bool] = True
+    direction: ClassVar[str | None] = "decoder"
+    sign: ClassVar[float] = 1.0
 
 
 @dataclass(frozen=True)
-class ManyLayerSteering:
+class ManyLayerSteering(Method):
     """x_p(t) <- x_p(t) + coef * W_dec[i, p] at every hookpoint p."""
 
     feature: int
     coef: float
     method: ClassVar[str] = "many_layer_steering"
     acts_from_start: ClassVar[bool] = True
+    swept: ClassVar[str | None] = "coef"
+    direction: ClassVar[str | None] = "decoder"
+    sign: ClassVar[float] = 1.0
 
 
 @dataclass(frozen=True)
-class PerturbationClamping:
+class PerturbationClamping(Method):
     """delta(t) from `steps` gradient-descent steps (rate `lr`) on (h_i(t) - target)^2, h the pre-activation."""
 
     feature: int
@@ -101,10 +149,13 @@ class PerturbationClamping:
     steps: int
     method: ClassVar[str] = "perturbation_clamping"
     acts_from_start: ClassVar[bool] = True
+    swept: ClassVar[str | None] = "lr"
+    kind: ClassVar[str] = "perturb"
+    objective: ClassVar[str | None] = "clamp"
 
 
 @dataclass(frozen=True)
-class PenalisedPerturbation:
+class PenalisedPerturbation(Method):
     """As PerturbationAblation, loss f_i(t) + penalty * sum_{j != i} |f_j(t) - f_j(run(t))|; |.|'s gradient at 0 is 0."""
 
     feature: int
@@ -112,29 +163,38 @@ class PenalisedPerturbation:
     lr: float
     steps: int
     method: ClassVar[str] = "penalised_perturbation"
-    acts_from_start: ClassVar[bool] = False
+    swept: ClassVar[str | None] = "penalty"
+    kind: ClassVar[str] = "perturb"
+    objective: ClassVar[str | None] = "penalised"
 
 
 @dataclass(frozen=True)
-class GradientAblation:
+class GradientAblation(Method):
     """x(t) <- x(t) - coef * g / ||g||, g = dh_i/dx(t) over all hookpoints together (W_enc[:, :, i])."""
 
     feature: int
     coef: float
     method: ClassVar[str] = "gradient_ablation"
-    acts_from_start: ClassVar[bool] = False
+    swept: ClassVar[str | None] = "coef"
+    direction: ClassVar[str | None] = "encoder"
+    sign: ClassVar[float] = -1.0
 
 
 @dataclass(frozen=True)
-class GradientSteering:
+class GradientSteering(Method):
     """x(t) <- x(t) + coef * g / ||g||, g = dh_i/dx(t) over all hookpoints together (W_enc[:, :, i])."""
 
     feature: int
     coef: float
     method: ClassVar[str] = "gradient_steering"
     acts_from_start: ClassVar[bool] = True
+    swept: ClassVar[str | None] = "coef"
+    direction: ClassVar[str | None] = "encoder"
+    sign: ClassVar[float] = 1.0
 
 
+# The methods whose modification is found by gradient descent; each has its own loss's fields.
+Perturbation = PerturbationAblation | PerturbationClamping | PenalisedPerturbation
 Intervention = (
     Plain
     | SingleLayerAblation
@@ -147,7 +207,7 @@ Intervention = (
     | GradientAblation
     | GradientSteering
 )
-METHODS: dict[str, type] = {
+METHODS: dict[str, type[Intervention]] = {
     cls.method: cls
     for cls in (
         Plain,
@@ -162,20 +222,6 @@ METHODS: dict[str, type] = {
         GradientSteering,
     )
 }
-SINGLE_LAYER_METHODS = {SingleLayerAblation.method, SingleLayerSteering.method}
-# The hyperparameter a sweep varies, per method.
-SWEPT_PARAMETER = {
-    SingleLayerAblation.method: "scale",
-    ManyLayerAblation.method: "scale",
-    PerturbationAblation.method: "lr",
-    SingleLayerSteering.method: "coef",
-    ManyLayerSteering.method: "coef",
-    PerturbationClamping.method: "lr",
-    PenalisedPerturbation.method: "penalty",
-    GradientAblation.method: "coef",
-    GradientSteering.method: "coef",
-}
-GRADIENT_METHODS = (GradientAblation, GradientSteering)
 
 
 def label(setting: Intervention) -> str:
@@ -209,7 +255,7 @@ def validate(setting: Intervention, crosscoder: Dictionary) -> None:
         raise ConfigError(f"{label(setting)}: steps must be at least 1, got {setting.steps}.")
 
 
-def make_setting(method: str, **params: object) -> Intervention:
+def make_setting(method: str, **params: Any) -> Intervention:
     """The setting of `method` with the given hyperparameters; a ConfigError for an unknown method or parameter."""
     cls = METHODS.get(method)
     if cls is None:
@@ -218,6 +264,15 @@ def make_setting(method: str, **params: object) -> Intervention:
         return cls(**params)
     except TypeError as error:
         raise ConfigError(f"intervention '{method}': {error}.") from None
+
+
+def swept_parameter(method: str) -> str:
+    """The hyperparameter a sweep of `method` varies; a ConfigError for an unknown method or `plain`."""
+    swept = METHODS[method].swept if method in METHODS else None
+    if swept is None:
+        choices = [name for name, cls in METHODS.items() if cls.swept is not None]
+        raise ConfigError(f"unknown intervention method '{method}'; choose one of {', '.join(choices)}.")
+    return swept
 
 
 def expand_sweep(
@@ -236,26 +291,25 @@ def expand_sweep(
     fixed parameters of the sweep.
     The order is hookpoint-major, then value.
     """
-    if method not in SWEPT_PARAMETER:
-        raise ConfigError(f"unknown intervention method '{method}'; choose one of {', '.join(SWEPT_PARAMETER)}.")
+    parameter = swept_parameter(method)
+    cls = METHODS[method]
     for value in values:
         if not math.isfinite(value):
             raise ConfigError(f"{method} sweep: value {value} is not a finite number.")
     fixed: dict[str, object] = {"feature": feature}
-    if method in {PerturbationAblation.method, PerturbationClamping.method, PenalisedPerturbation.method}:
+    if cls.kind == "perturb":
         if steps is None:
             raise ConfigError(f"{method} sweep: give the number of gradient steps (steps).")
         fixed["steps"] = steps
-    if method == PerturbationClamping.method:
+    if cls.objective == "clamp":
         if target is None:
             raise ConfigError(f"{method} sweep: give the clamping target (target).")
         fixed["target"] = target
-    if method == PenalisedPerturbation.method:
+    if cls.kind == "perturb" and cls.swept != "lr":
         if lr is None:
             raise ConfigError(f"{method} sweep: give the fixed learning rate (lr).")
         fixed["lr"] = lr
-    parameter = SWEPT_PARAMETER[method]
-    if method in SINGLE_LAYER_METHODS:
+    if cls.single_layer:
         if not hookpoints:
             raise ConfigError(f"{method} sweep: give at least one hookpoint.")
         return [

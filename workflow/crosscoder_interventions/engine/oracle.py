@@ -27,18 +27,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from crosscoder_interventions.dictionary.model import Dictionary
-from crosscoder_interventions.engine.interventions import (
-    GRADIENT_METHODS,
-    GradientAblation,
-    Intervention,
-    ManyLayerAblation,
-    ManyLayerSteering,
-    PenalisedPerturbation,
-    PerturbationAblation,
-    Plain,
-    SingleLayerAblation,
-    SingleLayerSteering,
-)
+from crosscoder_interventions.engine.interventions import Intervention, PenalisedPerturbation, Perturbation, PerturbationAblation, Plain
 from crosscoder_interventions.runtime import device_of
 
 
@@ -79,8 +68,8 @@ def forward_with_modifications(
 
 def unit_mask_P(setting: Intervention, hookpoints: Sequence[str]) -> torch.Tensor:
     """1 at the hookpoints a naive method or steering writes to, 0 elsewhere."""
-    if isinstance(setting, (SingleLayerAblation, SingleLayerSteering)):
-        return torch.tensor([float(name == setting.hookpoint) for name in hookpoints])
+    if setting.single_layer:
+        return torch.tensor([float(name == getattr(setting, "hookpoint", None)) for name in hookpoints])
     return torch.ones(len(hookpoints))
 
 
@@ -96,22 +85,30 @@ def decide(
     t = tokens_S.shape[0] - 1
     if isinstance(setting, Plain):
         return torch.zeros_like(mods_SPD[t])
-    direction_PD = crosscoder.W_dec_FPD[setting.feature].detach()
-    mask_P1 = unit_mask_P(setting, hookpoints).to(direction_PD)[:, None]
-    if isinstance(setting, (SingleLayerSteering, ManyLayerSteering)):
-        return setting.coef * mask_P1 * direction_PD
-    if isinstance(setting, (SingleLayerAblation, ManyLayerAblation)):
-        _, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
-        f_i = crosscoder.encode(acts_SPD[t][None])[0, setting.feature]
-        return -setting.scale * f_i * mask_P1 * direction_PD
-    if isinstance(setting, GRADIENT_METHODS):
+    if isinstance(setting, Perturbation):
+        return _perturbation_PD(bridge, crosscoder, setting, tokens_S, mods_SPD)
+    if setting.direction == "encoder":
         # Each hookpoint's activation an input of the encoder, not a function of the earlier ones.
         _, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
         x_PD = acts_SPD[t].detach().requires_grad_(True)
         with torch.enable_grad():
             (g_PD,) = torch.autograd.grad(crosscoder.encode_pre(x_PD[None])[0, setting.feature], x_PD)
-        sign = -1.0 if isinstance(setting, GradientAblation) else 1.0
-        return sign * setting.coef * g_PD / g_PD.norm()
+        return setting.signed_coef * g_PD / g_PD.norm()
+    direction_PD = crosscoder.W_dec_FPD[setting.feature].detach()
+    mask_P1 = unit_mask_P(setting, hookpoints).to(direction_PD)[:, None]
+    if setting.kind == "naive":
+        _, acts_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
+        f_i = crosscoder.encode(acts_SPD[t][None])[0, setting.feature]
+        return setting.signed_coef * f_i * mask_P1 * direction_PD
+    return setting.signed_coef * mask_P1 * direction_PD
+
+
+def _perturbation_PD(
+    bridge: TransformerBridge, crosscoder: Dictionary, setting: Perturbation, tokens_S: torch.Tensor, mods_SPD: torch.Tensor
+) -> torch.Tensor:
+    """`decide` for the perturbation methods: `steps` gradient-descent steps on the loss of each."""
+    hookpoints = crosscoder.hookpoints
+    t = tokens_S.shape[0] - 1
     if isinstance(setting, PenalisedPerturbation):
         _, plain_SPD = forward_with_modifications(bridge, hookpoints, tokens_S, mods_SPD)
         f_plain_F = crosscoder.encode(plain_SPD[t][None])[0]
