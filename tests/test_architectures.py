@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_interventions import assert_matches_reference
-from tiny_world import build_tokenizer_for_tests, device_dtype_params, random_crosscoder, random_texts, require_device
+from tiny_world import build_tokenizer_for_tests, device_dtype_params, random_crosscoder, random_texts, require_device, save_with_large_weights
 from transformers import (
     AutoModelForCausalLM,
     BloomConfig,
@@ -80,14 +80,7 @@ def save_tiny(config, directory):
     tokenizer = build_tokenizer_for_tests()
     config.vocab_size = len(tokenizer)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim == 2:
-                parameter.normal_(0.0, 0.15)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_with_large_weights(AutoModelForCausalLM.from_config(config), tokenizer, directory)
 
 
 @pytest.fixture(scope="module",

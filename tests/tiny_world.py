@@ -39,8 +39,12 @@ def save_tiny_model(
     """A random GPT-Neo with (global, local) blocks saved as a Hugging Face directory."""
     tokenizer = build_tokenizer_for_tests(vocab_size)
     architecture = {"num_layers": n_layers, "hidden_size": d_model, "num_heads": 4, "window_size": window_size, "max_position_embeddings": 256}
-    model = build_model(architecture, tokenizer, seed)
-    # Larger than default init weights so that small perturbations visibly change greedy tokens.
+    return save_with_large_weights(build_model(architecture, tokenizer, seed), tokenizer, directory)
+
+
+def save_with_large_weights(model, tokenizer, directory: Path) -> Path:
+    """Save `model` and `tokenizer` as a Hugging Face directory, the model's matrices redrawn larger than
+    their default initialisation, so that small perturbations visibly change greedy tokens."""
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.ndim == 2:
