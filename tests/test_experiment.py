@@ -58,3 +58,12 @@ def test_calibration_prompts_follow_the_evaluation_prompts():
         experiment.calibration_prompts(frame, 2, 4)
     with pytest.raises(ConfigError, match=r"low \(2\) must be positive and below high \(1\)"):
         experiment.check_calibration({"low": 2, "high": 1, "target": 5.0})
+
+
+def test_a_job_sees_only_its_own_sweep_or_the_calibration():
+    generation = {"n_prompts": 4, "sweeps": {"single_layer_ablation": {"values": [1]}, "gradient_steering": {"values": [2]}},
+                  "calibration": {"fraction": 0.1}}
+    assert experiment.job_generation_config(generation, "ablate", "single_layer") == {
+        "n_prompts": 4, "sweeps": {"single_layer_ablation": {"values": [1]}}}
+    assert experiment.job_generation_config(generation, "steer", "gradient") == {"n_prompts": 4, "sweeps": {"gradient_steering": {"values": [2]}}}
+    assert experiment.job_generation_config(generation, "ablate", "calibrated_single_layer") == {"n_prompts": 4, "calibration": {"fraction": 0.1}}

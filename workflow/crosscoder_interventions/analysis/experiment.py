@@ -107,6 +107,17 @@ def tokenise_prompts(
     return token_lists, starts
 
 
+def job_generation_config(generation: dict[str, Any], mode: str, method: str) -> dict[str, Any]:
+    """The `generation` section as one job of `mode` and `method` reads it: the shared keys, and its own
+    sweep, or, for a calibrated method (which finds its value), the calibration settings instead. A job's
+    params, so that changing another method's sweep reruns no job of this one."""
+    shared = {key: value for key, value in generation.items() if key not in ("sweeps", "calibration")}
+    if method in CALIBRATED:
+        return {**shared, "calibration": generation["calibration"]}
+    intervention = INTERVENTIONS[(mode, method)]
+    return {**shared, "sweeps": {intervention: generation["sweeps"][intervention]}}
+
+
 def job_settings(mode: str, method: str, feature: int, sweeps: dict[str, dict[str, Any]], hookpoints: Sequence[str]) -> list[Intervention]:
     intervention = INTERVENTIONS[(mode, method)]
     sweep = sweeps[intervention]
