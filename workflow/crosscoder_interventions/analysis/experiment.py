@@ -107,11 +107,16 @@ def tokenise_prompts(
     return token_lists, starts
 
 
+def shared_generation_config(generation: dict[str, Any]) -> dict[str, Any]:
+    """The `generation` keys every generation job reads (prompts, sampling, batching); a baseline's params."""
+    return {key: value for key, value in generation.items() if key not in ("sweeps", "calibration")}
+
+
 def job_generation_config(generation: dict[str, Any], mode: str, method: str) -> dict[str, Any]:
     """The `generation` section as one job of `mode` and `method` reads it: the shared keys, and its own
     sweep, or, for a calibrated method (which finds its value), the calibration settings instead. A job's
     params, so that changing another method's sweep reruns no job of this one."""
-    shared = {key: value for key, value in generation.items() if key not in ("sweeps", "calibration")}
+    shared = shared_generation_config(generation)
     if method in CALIBRATED:
         return {**shared, "calibration": generation["calibration"]}
     intervention = INTERVENTIONS[(mode, method)]
