@@ -153,6 +153,16 @@ def test_fast_path_matches_reference(world, feature, method):
 OTHER_ACTIVATIONS = {"relu": ReLU(), "topk": TopK(6), "batchtopk": BatchTopK(k=6)}
 
 
+def assert_every_setting_matches_reference(bridge, crosscoder, prompts, settings, plain) -> None:
+    """The fast path equals the oracle for every setting and prompt, and every setting moved the activations."""
+    fast = generate(bridge, crosscoder, prompts, settings, max_new_tokens=N_NEW, starts=STARTS, record_activations=True, progress=False)
+    for s, setting in enumerate(settings):
+        for k, prompt in enumerate(prompts):
+            reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
+            assert_matches_reference(fast, s, k, prompt, reference)
+            assert (fast.activations[s][k] - plain.activations[0][k]).abs().max() > 1e-2, (setting, k)
+
+
 @pytest.mark.parametrize("activation", list(OTHER_ACTIVATIONS))
 @pytest.mark.parametrize("world", FLOAT32_ONLY, indirect=True)
 def test_fast_path_matches_reference_for_every_activation(world, activation):
@@ -172,12 +182,7 @@ def test_fast_path_matches_reference_for_every_activation(world, activation):
         assert (torch.cat([(crosscoder.encode(acts_SPD) > 0).sum(-1) for acts_SPD in plain.activations[0]]) <= 6).all()
     for method, sweep in SWEEPS.items():
         settings = expand_sweep(method, feature, **{**sweep, "values": sweep["values"][:1]})
-        fast = generate(bridge, crosscoder, prompts, settings, max_new_tokens=N_NEW, starts=STARTS, record_activations=True, progress=False)
-        for s, setting in enumerate(settings):
-            for k, prompt in enumerate(prompts):
-                reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
-                assert_matches_reference(fast, s, k, prompt, reference)
-                assert (fast.activations[s][k] - plain.activations[0][k]).abs().max() > 1e-2, (method, k)
+        assert_every_setting_matches_reference(bridge, crosscoder, prompts, settings, plain)
 
 
 @pytest.mark.parametrize("world", FLOAT32_ONLY, indirect=True)
@@ -196,12 +201,7 @@ def test_single_hookpoint_topk_sae_matches_reference(world):
         SingleLayerAblation(feature, HOOKPOINTS[2], 2.0), PerturbationAblation(feature, 0.05, 3),
         PerturbationClamping(feature, 3.0, 0.01, 3), ManyLayerSteering(feature, 2.0),
     ]
-    fast = generate(bridge, sae, prompts, settings, max_new_tokens=N_NEW, starts=STARTS, record_activations=True, progress=False)
-    for s, setting in enumerate(settings):
-        for k, prompt in enumerate(prompts):
-            reference = reference_generate(bridge, sae, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
-            assert_matches_reference(fast, s, k, prompt, reference)
-            assert (fast.activations[s][k] - plain.activations[0][k]).abs().max() > 1e-2, (setting, k)
+    assert_every_setting_matches_reference(bridge, sae, prompts, settings, plain)
 
 
 def test_plain_matches_bridge_generate(world):
