@@ -26,26 +26,30 @@ config.clear()
 config.update(merged)
 
 
-include: "workflow/rules/common.smk"
+if config.get("worlds"):
+    # Several worlds in one run: each is this Snakefile again, with its own config and results folder.
 
+    include: "workflow/rules/worlds.smk"
 
-# An external world's artefacts belong to the user: no rule may be able to write them.
-if config["world"] == "embedded":
+else:
 
-    include: "workflow/rules/world.smk"
+    include: "workflow/rules/common.smk"
 
+    # An external world's artefacts belong to the user: no rule may be able to write them.
+    if config["world"] == "embedded":
 
-include: "workflow/rules/discovery.smk"
-include: "workflow/rules/generation.smk"
-include: "workflow/rules/scoring.smk"
-include: "workflow/rules/report.smk"
-include: "workflow/rules/benchmark.smk"
+        include: "workflow/rules/world.smk"
+
+    include: "workflow/rules/discovery.smk"
+    include: "workflow/rules/generation.smk"
+    include: "workflow/rules/scoring.smk"
+    include: "workflow/rules/report.smk"
+    include: "workflow/rules/benchmark.smk"
+
+    check_provided_inputs()
 
 
 rule all:
     input:
         all_targets,
     default_target: True
-
-
-check_provided_inputs()

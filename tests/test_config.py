@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from crosscoder_interventions.config import check_artefacts, check_startup, validate_config
+from crosscoder_interventions.config import check_artefacts, check_startup, validate_config, world_configs
 from crosscoder_interventions.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -428,3 +428,63 @@ def test_auto_device_without_a_gpu_driver_is_the_cpu(monkeypatch, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device 'cuda:1' was requested but no CUDA device is visible"):
             config.resolve_device("cuda:1")
+
+
+# --- several worlds in one run (config `worlds:`) ---------------------------------------------------
+
+def test_each_world_is_the_run_config_with_its_keys_merged_in(default_config):
+    default_config["worlds"] = {
+        "narrow": {},
+        "wide": {"embedded_world": {"crosscoder": {"n_features": 2048}}, "features": {"ablate": [3]}},
+    }
+    validate_config(default_config, SCHEMA)
+    worlds = world_configs(default_config, SCHEMA)
+    assert list(worlds) == ["narrow", "wide"]
+    assert [world["results_dir"] for world in worlds.values()] == ["results/narrow", "results/wide"]
+    assert all(world["worlds"] is None for world in worlds.values())
+    narrow, wide = worlds["narrow"], worlds["wide"]
+    assert wide["embedded_world"]["crosscoder"]["n_features"] == 2048
+    assert narrow["embedded_world"]["crosscoder"]["n_features"] == default_config["embedded_world"]["crosscoder"]["n_features"] != 2048
+    # merged key by key: the rest of the crosscoder section is the run's; features filled by the schema
+    assert wide["embedded_world"]["crosscoder"]["steps"] == default_config["embedded_world"]["crosscoder"]["steps"]
+    assert wide["features"] == {"ablate": [3], "steer": []} and narrow["features"] == "auto"
+    assert default_config["embedded_world"]["crosscoder"]["n_features"] != 2048  # the run's config is left alone
+
+
+def test_world_results_folder_follows_results_dir(default_config):
+    default_config |= {"results_dir": "runs/today", "worlds": {"a": {}}}
+    validate_config(default_config, SCHEMA)
+    assert world_configs(default_config, SCHEMA)["a"]["results_dir"] == "runs/today/a"
+
+
+@pytest.mark.parametrize("worlds, message", [
+    ({"cross_world": {}}, r"worlds: 'cross_world' names a folder the run writes itself; rename the world"),
+    ({"a": {"results_dir": "elsewhere"}}, r"worlds.a sets results_dir; a world's results go to results/a: remove the key"),
+    ({"a": {"worlds": {"b": {}}}}, r"worlds.a sets worlds;"),
+    ({"a": {}, "b": {"seed": -1}}, r"^world 'b': config: seed: -1 is less than the minimum of 0"),
+    ({"a": {"generation": {"n_prompt": 3}}}, r"^world 'a': config: unknown key\(s\) 'n_prompt' under generation"),
+    ({"a": {"world": "external"}}, r"^world 'a': config: world is 'external' but there is no external_world section"),
+])
+def test_a_bad_world_is_named_in_one_line(default_config, worlds, message):
+    default_config["worlds"] = worlds
+    validate_config(default_config, SCHEMA)
+    with pytest.raises(ConfigError, match=message):
+        world_configs(default_config, SCHEMA)
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"a-b": {}}, r"worlds: 'a-b' does not match"),
+    ({"a": 3}, r"worlds.a: 3 is not of type 'object'"),
+    ({}, r"worlds: \{\} should be non-empty"),
+])
+def test_schema_refuses_bad_world_names_and_values(default_config, value, message):
+    default_config["worlds"] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(default_config, SCHEMA)
+
+
+@pytest.mark.parametrize("results_dir", ["../elsewhere", "/abs/results", "results/../x", ".hidden"])
+def test_results_dir_stays_inside_the_working_directory(default_config, results_dir):
+    default_config["results_dir"] = results_dir
+    with pytest.raises(ConfigError, match="results_dir"):
+        validate_config(default_config, SCHEMA)

@@ -310,6 +310,47 @@ def test_local_cluster_profile_submits_each_job_and_gives_the_same_summary(smoke
     assert (workdir / "results/summary.csv").read_bytes() == (plain_workdir / "results/summary.csv").read_bytes()
 
 
+def test_two_worlds_in_one_run_each_get_their_own_results(external_copy, external_run, tmp_path):
+    """A `worlds:` run of two worlds, both the external world of the plain run: `copied` holds a copy of
+    the plain run's results, so it is up to date; `fresh` runs every job of the world into its own
+    folder, and its summary is the plain run's, byte for byte; the cross-world tables stack both."""
+    import os
+    import shutil
+    import time
+
+    import pandas as pd
+
+    external_workdir, config, _ = external_copy
+    plain_workdir, _, plain, _ = external_run
+    assert plain.returncode == 0, plain.stderr[-4000:]
+    workdir = workflow_copy(tmp_path / "worlds")
+    for provided in ("models", "data"):
+        shutil.copytree(external_workdir / provided, workdir / provided)
+    shutil.copytree(plain_workdir / "results", workdir / "results/copied")
+    now = time.time()  # after the freshly copied scripts, as in the local-cluster test
+    for item in (workdir / "results/copied").rglob("*"):
+        os.utime(item, (now, now))
+    results = plain_workdir / "results"
+    worlds = workdir / "worlds.yaml"
+    worlds.write_text("worlds: {copied: {}, fresh: {}}\n")
+    result = snakemake(workdir, "--configfile", str(SMOKE), str(config), str(worlds))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "rule copied_" not in output and "rule fresh_generate_interventions:" in output
+    worlds_results = workdir / "results"
+    assert (worlds_results / "fresh/summary.csv").read_bytes() == (results / "summary.csv").read_bytes()
+    assert (worlds_results / "fresh/report_notebook.html").exists() and (worlds_results / "fresh/logs/scores/findings.log").exists()
+    stacked = pd.read_csv(worlds_results / "cross_world/summary.csv")
+    assert stacked.columns[0] == "world" and set(stacked["world"]) == {"copied", "fresh"}
+    plain_table = pd.read_csv(results / "summary.csv")
+    for world in ("copied", "fresh"):
+        pd.testing.assert_frame_equal(stacked[stacked["world"] == world].drop(columns="world").reset_index(drop=True), plain_table)
+    verdicts = pd.read_csv(worlds_results / "cross_world/verdicts.csv")
+    assert list(verdicts.columns) == ["finding", "claim", "copied", "fresh"]
+    assert verdicts["copied"].tolist() == verdicts["fresh"].tolist()
+    assert len(verdicts) == pd.read_csv(results / "findings.csv")["finding"].nunique()
+
+
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1, result.stdout[-2000:] + result.stderr[-2000:]

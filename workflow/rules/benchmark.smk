@@ -4,8 +4,8 @@
 
 rule benchmark_synthetic_world:
     output:
-        world=directory("results/benchmark/synthetic"),
-        stats="results/benchmark/synthetic_world.json",
+        world=directory(results("benchmark/synthetic")),
+        stats=results("benchmark/synthetic_world.json"),
     params:
         synthetic=config["benchmark"]["synthetic"],
         n_prompts=config["benchmark"]["n_prompts"],
@@ -18,9 +18,9 @@ rule benchmark_synthetic_world:
         mem_mb=job_mem_mb("benchmark_synthetic_world", loads_weights=True),
         runtime=job_runtime("benchmark_synthetic_world", loads_weights=True),
     log:
-        "results/logs/benchmark/synthetic_world.log",
+        results("logs/benchmark/synthetic_world.log"),
     benchmark:
-        "results/benchmarks/benchmark/synthetic_world.tsv"
+        results("benchmarks/benchmark/synthetic_world.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -32,12 +32,12 @@ rule benchmark:
         unpack(benchmark_inputs),
     output:
         table=report(
-            "results/benchmark/interventions.csv",
+            results("benchmark/interventions.csv"),
             caption="../report/benchmark.rst",
             category="Benchmark",
         ),
         figure=report(
-            "results/benchmark/interventions.png",
+            results("benchmark/interventions.png"),
             caption="../report/benchmark.rst",
             category="Benchmark",
         ),
@@ -58,9 +58,9 @@ rule benchmark:
         mem_mb=job_mem_mb("benchmark", loads_weights=True),
         runtime=job_runtime("benchmark", loads_weights=True),
     log:
-        "results/logs/benchmark/interventions.log",
+        results("logs/benchmark/interventions.log"),
     benchmark:
-        "results/benchmarks/benchmark/interventions.tsv"
+        results("benchmarks/benchmark/interventions.tsv")
     conda:
         "../../envs/environment.yaml"
     script:

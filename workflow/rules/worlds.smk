@@ -1,0 +1,81 @@
+# Several worlds in one run (config `worlds:`). Each world is the whole workflow again, a Snakemake
+# module with its own config (the run's, with the world's keys merged in) whose rules write to
+# <results_dir>/<world>/ and are named <world>_<rule>; cross_world_summary sets their summaries and
+# findings side by side. Nothing is shared between worlds: two embedded worlds each build their own.
+import sys
+
+from crosscoder_interventions.config import check_artefacts, validate_config, world_configs
+from crosscoder_interventions.errors import ConfigError
+
+try:
+    validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+    WORLD_CONFIGS = world_configs(config, workflow.source_path("../schemas/config.schema.yaml"))
+except ConfigError as error:
+    sys.exit(f"error: {error}")
+RESULTS = config["results_dir"]
+WORLD_RESULTS = [world_config["results_dir"] for world_config in WORLD_CONFIGS.values()]
+
+
+for world_name, world_config in WORLD_CONFIGS.items():
+    rule_prefix = f"{world_name}_"
+
+    module:
+        name: world_name
+        snakefile: "../../Snakefile"
+        config: world_config
+
+    use rule * from world_name exclude all as rule_prefix*
+
+
+onstart:
+    # A module's own onstart is not run: check every world's artefacts here.
+    try:
+        for world_config in WORLD_CONFIGS.values():
+            check_artefacts(world_config)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
+
+
+rule cross_world_summary:
+    input:
+        summaries=[f"{world_results}/summary.csv" for world_results in WORLD_RESULTS],
+        findings=[f"{world_results}/findings.csv" for world_results in WORLD_RESULTS],
+    output:
+        summary=report(
+            f"{RESULTS}/cross_world/summary.csv",
+            caption="../report/cross_world_summary.rst",
+            category="Worlds",
+            labels={"table": "every world's summary"},
+        ),
+        findings=report(
+            f"{RESULTS}/cross_world/findings.csv",
+            caption="../report/cross_world_findings.rst",
+            category="Worlds",
+            labels={"table": "every world's findings"},
+        ),
+        verdicts=report(
+            f"{RESULTS}/cross_world/verdicts.csv",
+            caption="../report/cross_world_verdicts.rst",
+            category="Worlds",
+            labels={"table": "each finding's verdict per world"},
+        ),
+    params:
+        worlds=list(WORLD_CONFIGS),
+        seed=config["seed"],
+    threads: 1
+    # Measured: reading and writing tables a few MB at most (results/benchmarks/cross_world_summary.tsv).
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    log:
+        f"{RESULTS}/logs/cross_world_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cross_world_summary.tsv"
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/cross_world_summary.py"
+
+
+# The cross-world tables and each world's report notebook, which needs every other output of its world.
+all_targets = list(rules.cross_world_summary.output) + [f"{world_results}/report_notebook.html" for world_results in WORLD_RESULTS]
