@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_world import save_saelens
 
 from crosscoder_interventions.dictionary.checkpoints import checkpoint_info, load_crosscoder
 from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, JumpReLU, ReLU, SignedTopK, TopK
@@ -161,17 +162,6 @@ def test_dictionary_learning_errors_name_the_file_and_fix(tmp_path):
 # --- SAELens ----------------------------------------------------------------------------------------
 
 SAELENS_HOOK = "blocks.1.hook_resid_post"
-
-
-def save_saelens(directory, tensors: dict[str, torch.Tensor], architecture: str | None, **cfg: object):
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, directory / "sae_weights.safetensors")
-    config = {"d_in": D, "d_sae": F, "hook_name": SAELENS_HOOK, "hook_layer": 1, "dtype": "float32", "device": "cpu",
-              "apply_b_dec_to_input": True, "normalize_activations": "none", **cfg}
-    if architecture is not None:
-        config["architecture"] = architecture
-    (directory / "cfg.json").write_text(json.dumps(config))
-    return directory
 
 
 def saelens_encode(tensors: dict[str, torch.Tensor], architecture: str, x_BD: torch.Tensor, k: int) -> torch.Tensor:
