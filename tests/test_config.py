@@ -495,3 +495,28 @@ def test_auto_device_without_a_gpu_driver_is_the_cpu(monkeypatch, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device 'cuda:1' was requested but no CUDA device is visible"):
             config.resolve_device("cuda:1")
+
+
+def test_model_block_count_from_a_directory_or_the_hub_cache(tmp_path, monkeypatch):
+    """The findings' final hookpoint: a model's block count from its config.json, a hub id's from the
+    local cache (laid out as huggingface_hub keeps it), offline."""
+    import json
+
+    from huggingface_hub import constants
+
+    from crosscoder_interventions.config import model_n_layers
+
+    (tmp_path / "neo").mkdir()
+    (tmp_path / "neo" / "config.json").write_text(json.dumps({"model_type": "gpt_neo", "num_layers": 4, "hidden_size": 32}))
+    assert model_n_layers(str(tmp_path / "neo")) == 4
+    repo = tmp_path / "hub" / "models--someone--llama"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 6, "hidden_size": 64}))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert model_n_layers("someone/llama") == 6
+    with pytest.raises(ConfigError, match="'someone/absent' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache"):
+        model_n_layers("someone/absent")

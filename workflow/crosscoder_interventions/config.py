@@ -199,6 +199,20 @@ def local_model_shape(source: str) -> tuple[int, int] | None:
     return int(n_layers), int(d_model)
 
 
+def model_n_layers(source: str) -> int:
+    """The block count of a model directory or hub id (from the local cache when offline), from its
+    config.json alone: no transformers import."""
+    if is_hub_id(source):
+        from huggingface_hub import hf_hub_download
+
+        check_hub_source(source, "model")
+        source = str(Path(hf_hub_download(source, "config.json")).parent)
+    shape = local_model_shape(source)
+    if shape is None:
+        raise ConfigError(f"model '{source}' has no config.json; give a Hugging Face model directory or hub id.")
+    return shape[0]
+
+
 def check_crosscoder_matches_model(info: CheckpointInfo, n_layers: int, d_model: int, where: str) -> None:
     """A dictionary over any residual hookpoints of the model: all P = L + 1 (a many-layer crosscoder), some,
     or one (a single-layer SAE)."""
