@@ -497,12 +497,11 @@ def test_auto_device_without_a_gpu_driver_is_the_cpu(monkeypatch, tmp_path):
             config.resolve_device("cuda:1")
 
 
-def test_model_block_count_from_a_directory_or_the_hub_cache(tmp_path, monkeypatch):
+def test_model_block_count_from_a_directory_or_the_hub_cache(tmp_path):
     """The findings' final hookpoint: a model's block count from its config.json, a hub id's from the
-    local cache (laid out as huggingface_hub keeps it), offline."""
+    local cache (laid out as huggingface_hub keeps it), offline. The hub part runs in a fresh process:
+    huggingface_hub reads its cache location once, when its modules are first imported."""
     import json
-
-    from huggingface_hub import constants
 
     from crosscoder_interventions.config import model_n_layers
 
@@ -514,9 +513,14 @@ def test_model_block_count_from_a_directory_or_the_hub_cache(tmp_path, monkeypat
     (repo / "refs" / "main").write_text("abc123")
     (repo / "snapshots" / "abc123").mkdir(parents=True)
     (repo / "snapshots" / "abc123" / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 6, "hidden_size": 64}))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert model_n_layers("someone/llama") == 6
-    with pytest.raises(ConfigError, match="'someone/absent' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache"):
-        model_n_layers("someone/absent")
+    code = (
+        "from crosscoder_interventions.config import model_n_layers\n"
+        "from crosscoder_interventions.errors import ConfigError\n"
+        "print(model_n_layers('someone/llama'))\n"
+        "try:\n    model_n_layers('someone/absent')\nexcept ConfigError as error:\n    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env={
+        **os.environ, "PYTHONPATH": str(REPO / "workflow"), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    count, error = result.stdout.splitlines()
+    assert count == "6" and error.startswith("model 'someone/absent' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache")
