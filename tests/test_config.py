@@ -154,8 +154,10 @@ def test_hub_dataset_split_and_local_file_kinds(external_config, tmp_path):
         check_startup(external_config)
 
 
-@pytest.mark.parametrize(("n_layers", "d_model", "message"), [(4, 16, "width d_model=16 does not match the model's 32"),
-                                                               (2, 32, "crosscoder has 3 hookpoints but a 4-block model has 5")])
+@pytest.mark.parametrize(("n_layers", "d_model", "message"), [
+    (4, 16, "width d_model=16 does not match the model's 32"),
+    (6, 32, "hookpoint 'blocks.4.hook_resid_post' does not exist in a model with 4 blocks"),
+])
 def test_crosscoder_that_does_not_fit_the_model(external_config, tmp_path, n_layers, d_model, message):
     from tiny_world import random_crosscoder
 
@@ -171,6 +173,71 @@ def test_crosscoder_that_does_not_fit_the_model(external_config, tmp_path, n_lay
 def test_external_world_artefacts_pass_when_sound(external_config):
     check_startup(external_config)
     check_artefacts(external_config)
+
+
+SAE_HOOK = "blocks.2.hook_resid_post"
+
+
+def save_tiny_sae(directory: Path, hook_name: str = SAE_HOOK) -> Path:
+    """A SAELens ReLU SAE on the tiny model (d_model 32) at one hookpoint."""
+    import torch
+    from tiny_world import save_saelens
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = {name: torch.randn(shape, generator=generator) for name, shape in
+               {"W_enc": (32, 24), "b_enc": (24,), "W_dec": (24, 32), "b_dec": (32,)}.items()}
+    return save_saelens(directory, tensors, "standard", hook_name=hook_name, hook_layer=2)
+
+
+@pytest.mark.parametrize("hookpoints", ["auto", [SAE_HOOK]])
+def test_single_hookpoint_sae_or_crosscoder_over_some_hookpoints_is_an_external_dictionary(external_config, tmp_path, hookpoints):
+    """A dictionary over any residual hookpoints of the model: a SAELens SAE at one, a crosscoder over two."""
+    from tiny_world import random_crosscoder
+
+    from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
+    from crosscoder_interventions.dictionary.model import Crosscoder
+
+    external_config["external_world"]["crosscoder"] = str(save_tiny_sae(tmp_path / "sae"))
+    external_config["hookpoints"] = hookpoints
+    check_startup(external_config)
+    check_artefacts(external_config)
+    full = random_crosscoder(4, 32)
+    some = Crosscoder(["blocks.1.hook_resid_post", SAE_HOOK], 32, full.n_features)
+    some.load_state_dict({name: tensor[1:3] if name in ("W_enc_PDF", "b_dec_PD") else tensor[:, 1:3] if name == "W_dec_FPD" else tensor
+                          for name, tensor in full.state_dict().items()})
+    external_config["external_world"]["crosscoder"] = str(save_crosscode_checkpoint(some, tmp_path / "some", scaling_factors_P=None, folded=True))
+    external_config["hookpoints"] = "auto"
+    check_startup(external_config)
+    check_artefacts(external_config)
+
+
+@pytest.mark.parametrize(("hook_name", "hookpoints", "message"), [
+    (SAE_HOOK, ["blocks.3.hook_resid_post"],
+     r"^config hookpoints \['blocks.3.hook_resid_post'\] differ from those of crosscoder '.*sae', \['blocks.2.hook_resid_post'\]; set hookpoints"),
+    ("blocks.2.hook_mlp_out", "auto", r"hookpoint 'blocks.2.hook_mlp_out' does not exist in a model with 4 blocks; use residual hookpoints"),
+    ("blocks.4.hook_resid_pre", "auto", r"hookpoint 'blocks.4.hook_resid_pre' does not exist in a model with 4 blocks"),
+])
+def test_sae_whose_hookpoint_the_model_or_config_lacks(external_config, tmp_path, hook_name, hookpoints, message):
+    external_config["external_world"]["crosscoder"] = str(save_tiny_sae(tmp_path / "sae", hook_name))
+    external_config["hookpoints"] = hookpoints
+    with pytest.raises(ConfigError, match=message) as error:
+        check_startup(external_config)
+    assert "\n" not in str(error.value)
+
+
+def test_snakemake_plans_an_external_world_with_a_single_hookpoint_sae(external_config, tmp_path):
+    """A dry run through the CLI (start-up checks with the SAE present) plans the pipeline up to discovery."""
+    from tiny_world import workflow_copy
+
+    external_config["external_world"]["crosscoder"] = str(save_tiny_sae(tmp_path / "sae"))
+    external_config["hookpoints"] = [SAE_HOOK]
+    (tmp_path / "sae.yaml").write_text(yaml.safe_dump(external_config))
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "-n", "--cores", "1", "--configfile", str(tmp_path / "sae.yaml")],
+        cwd=workflow_copy(tmp_path / "run"), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "checkpoint discover_features:" in result.stdout and "This was a dry-run" in result.stdout
 
 
 def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
@@ -428,6 +495,35 @@ def test_auto_device_without_a_gpu_driver_is_the_cpu(monkeypatch, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device 'cuda:1' was requested but no CUDA device is visible"):
             config.resolve_device("cuda:1")
+
+
+def test_model_block_count_from_a_directory_or_the_hub_cache(tmp_path):
+    """The findings' final hookpoint: a model's block count from its config.json, a hub id's from the
+    local cache (laid out as huggingface_hub keeps it), offline. The hub part runs in a fresh process:
+    huggingface_hub reads its cache location once, when its modules are first imported."""
+    import json
+
+    from crosscoder_interventions.config import model_n_layers
+
+    (tmp_path / "neo").mkdir()
+    (tmp_path / "neo" / "config.json").write_text(json.dumps({"model_type": "gpt_neo", "num_layers": 4, "hidden_size": 32}))
+    assert model_n_layers(str(tmp_path / "neo")) == 4
+    repo = tmp_path / "hub" / "models--someone--llama"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 6, "hidden_size": 64}))
+    code = (
+        "from crosscoder_interventions.config import model_n_layers\n"
+        "from crosscoder_interventions.errors import ConfigError\n"
+        "print(model_n_layers('someone/llama'))\n"
+        "try:\n    model_n_layers('someone/absent')\nexcept ConfigError as error:\n    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env={
+        **os.environ, "PYTHONPATH": str(REPO / "workflow"), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    count, error = result.stdout.splitlines()
+    assert count == "6" and error.startswith("model 'someone/absent' is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache")
 
 
 # --- several worlds in one run (config `worlds:`) ---------------------------------------------------

@@ -308,7 +308,7 @@ def _edit_cfg(directory, edit):
         (lambda d: _edit_state(d, lambda s: s.update(b_enc_L=torch.zeros(F + 1))), "'b_enc_L' has shape \\(11,\\); expected \\(10,\\)"),
         (lambda d: _edit_cfg(d, lambda c: c.update(n_latents=F + 2)), "has shape"),
         (lambda d: _edit_cfg(d, lambda c: c.update(n_models=2)), "n_models"),
-        (lambda d: _edit_cfg(d, lambda c: c.update(activation_fn={"classname": "TopkActivation", "cfg": {}})), "TopkActivation"),
+        (lambda d: _edit_cfg(d, lambda c: c.update(activation_fn={"classname": "GroupMaxActivation", "cfg": {}})), "GroupMaxActivation"),
         (lambda d: (d / "model_cfg.yaml").write_text("!!python/object/apply:os.system ['true']\n"), "not plain YAML"),
         (lambda d: (d / "model.pt").write_bytes(b"not a pickle"), "cannot be read"),
     ],

@@ -16,9 +16,10 @@ import math
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_world import save_saelens
 
 from crosscoder_interventions.dictionary.checkpoints import checkpoint_info, load_crosscoder
-from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, JumpReLU, ReLU, TopK
+from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, JumpReLU, ReLU, SignedTopK, TopK
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import hookpoint_names
 
@@ -163,17 +164,6 @@ def test_dictionary_learning_errors_name_the_file_and_fix(tmp_path):
 SAELENS_HOOK = "blocks.1.hook_resid_post"
 
 
-def save_saelens(directory, tensors: dict[str, torch.Tensor], architecture: str | None, **cfg: object):
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, directory / "sae_weights.safetensors")
-    config = {"d_in": D, "d_sae": F, "hook_name": SAELENS_HOOK, "hook_layer": 1, "dtype": "float32", "device": "cpu",
-              "apply_b_dec_to_input": True, "normalize_activations": "none", **cfg}
-    if architecture is not None:
-        config["architecture"] = architecture
-    (directory / "cfg.json").write_text(json.dumps(config))
-    return directory
-
-
 def saelens_encode(tensors: dict[str, torch.Tensor], architecture: str, x_BD: torch.Tensor, k: int) -> torch.Tensor:
     """SAELens: h = (x - b_dec) W_enc + b_enc; standard relu(h), jumprelu relu(h) * [h > threshold],
     topk relu of the k largest of h scattered back."""
@@ -242,3 +232,88 @@ def test_only_jumprelu_crosscoders_are_saved_in_the_crosscode_format(tmp_path):
     with pytest.raises(ValueError, match="holds JumpReLU crosscoders, not topk ones"):
         save_crosscode_checkpoint(Crosscoder(["a"], D, F, activation=TopK(3)), tmp_path / "topk", scaling_factors_P=None, folded=True)
     assert not (tmp_path / "topk").exists()
+
+
+# --- crosscode: ReLU, TopK, BatchTopK -----------------------------------------------------------------
+
+
+def save_crosscode(directory, tensors: dict[str, torch.Tensor], classname: str, activation_cfg: dict, **cfg: object):
+    """As the crosscode library's `SaveableModule.save` of an unfolded `ModelHookpointAcausalCrosscoder`
+    (latest version: no hookpoints in the yaml): its state dict, zero scaling buffers, and `yaml.dump`
+    of `_dump_cfg`. Activations without parameters add no keys."""
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {"_W_enc_XiDiL": tensors["W_enc"][None], "_W_dec_LXoDo": tensors["W_dec"][:, None], "b_enc_L": tensors["b_enc"],
+             "_b_dec_XoDo": tensors["b_dec"][None], "folded_scaling_factors_in_Xi": torch.zeros(1, L),
+             "folded_scaling_factors_out_Xo": torch.zeros(1, L), "is_folded": torch.tensor(False)}
+    torch.save(state, directory / "model.pt")
+    config = {"n_models": 1, "n_hookpoints": L, "d_model": D, "n_latents": F, "activation_fn": {"classname": classname, "cfg": activation_cfg},
+              "use_encoder_bias": True, "use_decoder_bias": True, "dtype": "float32", **cfg}
+    (directory / "model_cfg.yaml").write_text(yaml.dump(config))
+    return directory
+
+
+def crosscode_tensors(seed: int) -> dict[str, torch.Tensor]:
+    return random_tensors(seed, W_enc=(L, D, F), b_enc=(F,), W_dec=(F, L, D), b_dec=(L, D))
+
+
+def crosscode_encode(tensors: dict[str, torch.Tensor], classname: str, x_BLD: torch.Tensor, k: int) -> torch.Tensor:
+    """The crosscode library: h = einsum(x, W_enc) + b_enc; ReLUActivation relu(h); TopkActivation
+    `topk_activation`: the k largest values of h scattered back, with no ReLU."""
+    h_BF = torch.einsum("bld,ldf->bf", x_BLD, tensors["W_enc"]) + tensors["b_enc"]
+    if classname == "ReLUActivation":
+        return torch.relu(h_BF)
+    top = h_BF.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(h_BF).scatter(-1, top.indices, top.values)
+
+
+@pytest.mark.parametrize("classname", ["ReLUActivation", "TopkActivation"])
+def test_crosscode_relu_and_topk_crosscoders_with_their_scaling_folded_in(tmp_path, classname):
+    """Trained on s * x (the scaling given by a normalisation file, the library's buffers being zero):
+    the loaded crosscoder on raw x gives the library's latents on s * x and its reconstruction / s.
+    TopK keeps negative pre-activations when fewer than k are positive, as the library does."""
+    k = 9
+    tensors = crosscode_tensors(11)
+    activation_cfg = {"k": k} if classname == "TopkActivation" else {}
+    directory = save_crosscode(tmp_path / classname, tensors, classname, activation_cfg)
+    info = checkpoint_info(directory)
+    expected_activation = {"ReLUActivation": ReLU(), "TopkActivation": SignedTopK(k)}[classname]
+    assert (info.format, info.hookpoints, info.activation) == ("crosscode", hookpoint_names(L - 1), expected_activation.name)
+    scaling_L = torch.tensor([0.5, 2.0, 3.0])
+    save_file({"scaling_factors": scaling_L}, tmp_path / "norm.safetensors")
+    crosscoder = load_crosscoder(directory, normalisation=tmp_path / "norm.safetensors")
+    assert crosscoder.activation == expected_activation
+    x_BLD = random_tensors(12, x=(B, L, D))["x"]
+    expected_BF = crosscode_encode(tensors, classname, scaling_L[:, None] * x_BLD, k)
+    f_BF = crosscoder.encode(x_BLD)
+    torch.testing.assert_close(f_BF, expected_BF, atol=1e-5, rtol=1e-5)
+    if classname == "TopkActivation":
+        assert ((f_BF != 0).sum(-1) == k).all() and (f_BF < 0).any() and (f_BF > 0).any()
+    else:
+        assert 0 < int((f_BF > 0).sum()) < f_BF.numel()
+    recon_BLD = torch.einsum("bf,fld->bld", expected_BF, tensors["W_dec"]) + tensors["b_dec"]
+    torch.testing.assert_close(crosscoder.decode(f_BF), recon_BLD / scaling_L[:, None], atol=1e-5, rtol=1e-5)
+
+
+def test_signed_topk_keeps_the_k_largest_whatever_their_sign():
+    pre_BF = torch.tensor([[3.0, -1.0, 0.5, 2.0, 0.2], [-2.0, -1.0, -0.5, 0.1, -3.0]])
+    f_BF = SignedTopK(2)(pre_BF, torch.zeros(5))
+    torch.testing.assert_close(f_BF, torch.tensor([[3.0, 0.0, 0.0, 2.0, 0.0], [0.0, 0.0, -0.5, 0.1, 0.0]]), atol=0, rtol=0)
+    assert not SignedTopK(2).per_feature
+
+
+def test_crosscode_activations_that_are_not_read_say_why(tmp_path):
+    tensors = crosscode_tensors(13)
+    cases = [
+        (save_crosscode(tmp_path / "btk", tensors, "BatchTopkActivation", {"k_per_example": 4}),
+         r"btk/model_cfg.yaml has activation_fn BatchTopkActivation, .* saves no inference threshold.*no per-position meaning; use a TopK"),
+        (save_crosscode(tmp_path / "gm", tensors, "GroupMaxActivation", {"k_groups": 4, "latents_size": F}),
+         r"gm/model_cfg.yaml has activation_fn 'GroupMaxActivation'; only AnthropicSTEJumpReLUActivation, .*TopkActivation crosscoders are read"),
+        (save_crosscode(tmp_path / "nok", tensors, "TopkActivation", {}), r"nok/model_cfg.yaml has k=None; expected a positive integer"),
+    ]
+    for directory, message in cases:
+        for read in (checkpoint_info, load_crosscoder):
+            with pytest.raises(ConfigError, match=message) as error:
+                read(directory)
+            assert "\n" not in str(error.value)

@@ -70,7 +70,7 @@ def _sprint_like(**changes):
 
 
 def _verdicts(summary, selected=SELECTED, world="embedded"):
-    return findings_table(summary, selected, world).set_index("finding")
+    return findings_table(summary, selected, world, n_layers=4).set_index("finding")
 
 
 def test_roles_from_automatic_reasons_and_from_a_named_list():
@@ -163,6 +163,18 @@ def test_not_applicable_without_the_feature_or_the_sweep():
         assert findings.loc[finding, "verdict"] == NOT_APPLICABLE and pd.isna(findings.loc[finding, "feature"]), finding
     markdown = findings_markdown(findings.reset_index())
     assert markdown.count("\n") == len(findings) + 1 and "not applicable" in markdown and "✅ holds" in markdown
+
+
+def test_last_hookpoint_findings_need_the_models_final_hookpoint():
+    """A dictionary over some hookpoints whose last is not the model's final one (blocks.3.hook_resid_post)
+    cannot test finding 2; the other findings stand."""
+    some = [row for row in _single_layer(TAG) if row["hookpoint"] != HOOKPOINTS[-1]]
+    findings = _verdicts(_sprint_like(single_layer=some))
+    for finding in ("2a", "2b"):
+        assert findings.loc[finding, "verdict"] == NOT_APPLICABLE and findings.loc[finding, "value"].endswith("the last blocks.3.hook_resid_post")
+    assert findings.loc["3b", "verdict"] == HOLDS and findings.loc["1 single_layer", "verdict"] == HOLDS
+    # Every hookpoint but the first: the last is the final one, so finding 2 applies.
+    assert _verdicts(_sprint_like(single_layer=_single_layer(TAG)[5:])).loc["2b", "verdict"] == HOLDS
 
 
 @pytest.mark.parametrize(("successes", "n", "expected"), [(0, 20, (0.0, 0.1611)), (20, 20, (0.8389, 1.0)), (10, 20, (0.2993, 0.7007))])

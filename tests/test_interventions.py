@@ -23,7 +23,7 @@ import pytest
 import torch
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
-from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReLU, TopK
+from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReLU, SignedTopK, TopK
 from crosscoder_interventions.engine.calibration import calibrate, log_bisect
 from crosscoder_interventions.engine.generation import NonFiniteError, Sampling, _layout, generate
 from crosscoder_interventions.engine.interventions import (
@@ -150,7 +150,9 @@ def test_fast_path_matches_reference(world, feature, method):
 
 # Per-feature thresholds spread around the pre-activations' scale, so that some features are gated
 # where others are not (a BatchTopK crosscoder's learnt thresholds theta / sum_p ||W_dec[i, p]||).
-OTHER_ACTIVATIONS = {"relu": ReLU(), "topk": TopK(6), "batchtopk": BatchTopK(k=6)}
+# SignedTopK's k exceeds the positive pre-activations' count at some positions, so that negative
+# values are kept there.
+OTHER_ACTIVATIONS = {"relu": ReLU(), "topk": TopK(6), "batchtopk": BatchTopK(k=6), "signed_topk": SignedTopK(14)}
 
 
 def assert_every_setting_matches_reference(bridge, crosscoder, prompts, settings, plain) -> None:
@@ -166,20 +168,23 @@ def assert_every_setting_matches_reference(bridge, crosscoder, prompts, settings
 @pytest.mark.parametrize("activation", list(OTHER_ACTIVATIONS))
 @pytest.mark.parametrize("world", FLOAT32_ONLY, indirect=True)
 def test_fast_path_matches_reference_for_every_activation(world, activation):
-    """ReLU, TopK and BatchTopK crosscoders: every method's fast path against the oracle, on the most
-    active feature. TopK's f_i needs every feature's pre-activation: the fast path's per-row shortcut
-    must not be taken there."""
+    """ReLU, TopK, BatchTopK and SignedTopK crosscoders: every method's fast path against the oracle, on
+    the most active feature. The TopKs' f_i needs every feature's pre-activation: the fast path's
+    per-row shortcut must not be taken there; SignedTopK's f_i may be negative."""
     bridge, jumprelu, prompts = world
     device = jumprelu.W_dec_FPD.device
     crosscoder = random_crosscoder(n_layers=4, d_model=32, activation=OTHER_ACTIVATIONS[activation]).to(device)
     with torch.no_grad():
         crosscoder.log_threshold_F.copy_(torch.linspace(-4.0, 0.0, crosscoder.n_features))
     plain = generate(bridge, crosscoder, prompts, [Plain()], max_new_tokens=N_NEW, record_activations=True, progress=False)
-    active_F = torch.cat([crosscoder.encode(acts_SPD) > 0 for acts_SPD in plain.activations[0]]).float().mean(0)
+    f_NF = torch.cat([crosscoder.encode(acts_SPD) for acts_SPD in plain.activations[0]])
+    active_F = (f_NF != 0).float().mean(0)
     feature = int(active_F.argmax())
     assert 0.3 < active_F[feature] <= 1.0
     if activation == "topk":
-        assert (torch.cat([(crosscoder.encode(acts_SPD) > 0).sum(-1) for acts_SPD in plain.activations[0]]) <= 6).all()
+        assert ((f_NF > 0).sum(-1) <= 6).all()
+    if activation == "signed_topk":
+        assert ((f_NF != 0).sum(-1) == 14).all() and (f_NF[:, feature] < 0).any() and (f_NF[:, feature] > 0).any()
     for method, sweep in SWEEPS.items():
         settings = expand_sweep(method, feature, **{**sweep, "values": sweep["values"][:1]})
         assert_every_setting_matches_reference(bridge, crosscoder, prompts, settings, plain)

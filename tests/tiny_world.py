@@ -7,6 +7,7 @@ Shape letters: P hookpoints, D d_model, F features.
 from __future__ import annotations
 
 import importlib.util
+import json
 import random
 from pathlib import Path
 
@@ -67,6 +68,23 @@ def random_crosscoder(n_layers: int, d_model: int, n_features: int = 24, seed: i
         crosscoder.b_enc_F.copy_(0.1 * torch.randn(n_features, generator=generator))
         crosscoder.log_threshold_F.fill_(-3.0)
     return crosscoder
+
+
+def save_saelens(directory: Path, tensors: dict[str, torch.Tensor], architecture: str | None, hook_name: str | None = "blocks.1.hook_resid_post",
+                 **cfg: object) -> Path:
+    """A SAELens SAE as SAELens saves one: `tensors` (W_enc (D, F), b_enc, W_dec, b_dec, and threshold
+    for jumprelu) and cfg.json (no `architecture` key where it is None, as in old versions)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, directory / "sae_weights.safetensors")
+    d_in, d_sae = tensors["W_enc"].shape
+    config = {"d_in": d_in, "d_sae": d_sae, "hook_name": hook_name, "hook_layer": 1, "dtype": "float32", "device": "cpu",
+              "apply_b_dec_to_input": True, "normalize_activations": "none", **cfg}
+    if architecture is not None:
+        config["architecture"] = architecture
+    (directory / "cfg.json").write_text(json.dumps(config))
+    return directory
 
 
 def load_tiny(directory: Path, device: str = "cpu", dtype: str = "float32"):

@@ -237,24 +237,48 @@ def local_model_shape(source: str) -> tuple[int, int] | None:
     return int(n_layers), int(d_model)
 
 
+def model_n_layers(source: str) -> int:
+    """The block count of a model directory or hub id (from the local cache when offline), from its
+    config.json alone: no transformers import."""
+    if is_hub_id(source):
+        from huggingface_hub import hf_hub_download
+
+        check_hub_source(source, "model")
+        source = str(Path(hf_hub_download(source, "config.json")).parent)
+    shape = local_model_shape(source)
+    if shape is None:
+        raise ConfigError(f"model '{source}' has no config.json; give a Hugging Face model directory or hub id.")
+    return shape[0]
+
+
 def check_crosscoder_matches_model(info: CheckpointInfo, n_layers: int, d_model: int, where: str) -> None:
+    """A dictionary over any residual hookpoints of the model: all P = L + 1 (a many-layer crosscoder), some,
+    or one (a single-layer SAE)."""
     if info.d_model != d_model:
         raise ConfigError(
             f"{where}: crosscoder width d_model={info.d_model} does not match the model's {d_model}; use the crosscoder trained on this model."
         )
-    if len(info.hookpoints) != n_layers + 1:
-        raise ConfigError(
-            f"{where}: crosscoder has {len(info.hookpoints)} hookpoints but a {n_layers}-block model has {n_layers + 1} residual hookpoints; "
-            "use the crosscoder trained on this model."
-        )
     check_hookpoints(info.hookpoints, n_layers, where)
 
 
+def check_config_hookpoints(setting: str | list[str], info: CheckpointInfo, where: str) -> None:
+    """An external world's `hookpoints`: auto (the dictionary's own) or exactly the dictionary's."""
+    if setting != "auto" and list(setting) != info.hookpoints:
+        raise ConfigError(
+            f"config hookpoints {list(setting)} differ from those of {where}, {info.hookpoints}; "
+            "set hookpoints: auto (a loaded dictionary brings its own) or list the dictionary's."
+        )
+
+
 def check_crosscoder(config: dict[str, Any], sources: WorldSources) -> None:
-    """The crosscoder checkpoint (and normalisation file) against the features and the model."""
+    """The crosscoder checkpoint (and normalisation file) against the features, the config's hookpoints
+    and the model."""
     from crosscoder_interventions.dictionary.checkpoints import checkpoint_info, read_normalisation
 
     info = checkpoint_info(sources.crosscoder)
+    if len(set(info.hookpoints)) != len(info.hookpoints):
+        raise ConfigError(f"crosscoder '{sources.crosscoder}' names a hookpoint twice in {info.hookpoints}; fix its config.")
+    check_config_hookpoints(config["hookpoints"], info, f"crosscoder '{sources.crosscoder}'")
     check_feature_ids(config["features"], info.n_features)
     if sources.crosscoder_normalisation is not None:
         read_normalisation(sources.crosscoder_normalisation, len(info.hookpoints), info.d_model)

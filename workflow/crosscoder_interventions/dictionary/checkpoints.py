@@ -6,14 +6,18 @@ Checkpoints are directories in the format of one of four libraries, told apart b
 for the first two, which share them, by the state dict's keys). Weights are always read with
 `torch.load(weights_only=True)` or safetensors; configs are read as data, never run.
 
-The crosscode library (`SaveableModule.save` of a `ModelHookpointAcausalCrosscoder` with an
-`AnthropicSTEJumpReLUActivation`):
+The crosscode library (`SaveableModule.save` of a `ModelHookpointAcausalCrosscoder`):
 - `model.pt`: `_W_enc_XiDiL` (1, P, D, F), `b_enc_L` (F), `_W_dec_LXoDo` (F, 1, P, D),
-  `_b_dec_XoDo` (1, P, D), `_activation_fn.log_threshold_L` (F), `folded_scaling_factors_in_Xi`
-  (1, P), `folded_scaling_factors_out_Xo` (1, P), `is_folded` (bool scalar).
-- `model_cfg.yaml`: `n_models`, `hookpoints`, `n_hookpoints`, `d_model`, `n_latents`,
-  `activation_fn: {classname: AnthropicSTEJumpReLUActivation, cfg: {size, bandwidth}}`,
-  `use_encoder_bias`, `use_decoder_bias`, `dtype`.
+  `_b_dec_XoDo` (1, P, D), `folded_scaling_factors_in_Xi` (1, P), `folded_scaling_factors_out_Xo`
+  (1, P), `is_folded` (bool scalar), and `_activation_fn.log_threshold_L` (F) for a JumpReLU.
+- `model_cfg.yaml`: `n_models`, `hookpoints` (absent in later versions: then the residual ones),
+  `n_hookpoints`, `d_model`, `n_latents`, `activation_fn: {classname, cfg}`, `use_encoder_bias`,
+  `use_decoder_bias`, `dtype`. The activations read (the library's `ACTIVATIONS_MAP` names):
+  `AnthropicSTEJumpReLUActivation` (or its alias `JumpReLUActivationFunction`; cfg `{size,
+  bandwidth}`): JumpReLU; `ReLUActivation` (cfg `{}`): ReLU; `TopkActivation` (cfg `{k}`): the k
+  largest pre-activations with no ReLU, `SignedTopK`. `BatchTopkActivation` (cfg `{k_per_example}`)
+  keeps the k * batch largest pre-activations of a batch and saves no threshold, at inference too:
+  refused, as it has no per-position meaning; so is `GroupMaxActivation`.
 
 Its predecessor, the model-diffing library (`SaveableModule.save` of an `AcausalCrosscoder` with a
 JumpReLU activation; X = crosscoding_dims = (n_models, n_hookpoints) = (1, P)):
@@ -68,7 +72,18 @@ from typing import Any
 import torch
 import yaml
 
-from crosscoder_interventions.dictionary.model import Activation, BatchTopK, Crosscoder, JumpReLU, ReLU, TopK, fold_mean, fold_scaling, unfold_scaling
+from crosscoder_interventions.dictionary.model import (
+    Activation,
+    BatchTopK,
+    Crosscoder,
+    JumpReLU,
+    ReLU,
+    SignedTopK,
+    TopK,
+    fold_mean,
+    fold_scaling,
+    unfold_scaling,
+)
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import hookpoint_names
 from crosscoder_interventions.runtime import DTYPES
@@ -87,6 +102,14 @@ MODEL_DIFFING_JUMPRELU_CLASSNAMES = frozenset({"JumpReLUActivation", "AnthropicJ
 MODEL_DIFFING_THRESHOLD_KEYS = ("hidden_activation.log_threshold_H", "hidden_activation.log_threshold_L")
 CROSSCODER_CLASSNAME = "ModelHookpointAcausalCrosscoder"
 ACTIVATION_CLASSNAME = "AnthropicSTEJumpReLUActivation"
+# The crosscode library's activation classes that the loader reads (ACTIVATIONS_MAP keys; the second
+# JumpReLU name is an alias there).
+CROSSCODE_ACTIVATIONS = {
+    ACTIVATION_CLASSNAME: JumpReLU.name,
+    "JumpReLUActivationFunction": JumpReLU.name,
+    "ReLUActivation": ReLU.name,
+    "TopkActivation": SignedTopK.name,
+}
 DEFAULT_BANDWIDTH = 2.0
 
 
@@ -234,14 +257,29 @@ def _checkpoint_files(path: str | Path) -> tuple[str, Path, Path]:
     return CROSSCODE, directory / STATE_DICT_FNAME, cfg_path
 
 
+def _crosscode_activation(cfg: dict[str, Any], where: Path) -> Activation:
+    activation = cfg.get("activation_fn")
+    classname = activation.get("classname") if isinstance(activation, dict) else activation
+    if classname == "BatchTopkActivation":
+        raise ConfigError(
+            f"crosscoder config {where} has activation_fn BatchTopkActivation, which keeps the largest pre-activations of a whole batch "
+            "and saves no inference threshold, so a position's features depend on its batch and interventions have no per-position "
+            "meaning; use a TopK, ReLU or JumpReLU crosscoder (e.g. this one with per-feature thresholds calibrated on your data)."
+        )
+    name = CROSSCODE_ACTIVATIONS.get(classname) if isinstance(classname, str) else None
+    if name is None:
+        raise ConfigError(f"crosscoder config {where} has activation_fn {classname!r}; only {', '.join(CROSSCODE_ACTIVATIONS)} crosscoders are read.")
+    if name == SignedTopK.name:
+        activation_cfg = activation.get("cfg") if isinstance(activation, dict) else None
+        return SignedTopK(_cfg_int(activation_cfg if isinstance(activation_cfg, dict) else {}, "k", where))
+    return ReLU() if name == ReLU.name else JumpReLU()
+
+
 def _crosscode_info(cfg: dict[str, Any], where: Path) -> CheckpointInfo:
     n_models = cfg.get("n_models", 1)
     if n_models != 1:
         raise ConfigError(f"crosscoder config {where} has n_models={n_models!r}; only single-model (n_models: 1) crosscoders are supported.")
-    activation = cfg.get("activation_fn")
-    classname = activation.get("classname") if isinstance(activation, dict) else activation
-    if classname != ACTIVATION_CLASSNAME:
-        raise ConfigError(f"crosscoder config {where} has activation_fn {classname!r}; expected {ACTIVATION_CLASSNAME} (a JumpReLU crosscoder).")
+    activation = _crosscode_activation(cfg, where)
     D = _cfg_int(cfg, "d_model", where)
     F = _cfg_int(cfg, "n_latents", where)
     hookpoints = cfg.get("hookpoints")
@@ -251,7 +289,7 @@ def _crosscode_info(cfg: dict[str, Any], where: Path) -> CheckpointInfo:
         raise ConfigError(f"crosscoder config {where} has hookpoints={hookpoints!r}; expected a list of hookpoint names.")
     if "n_hookpoints" in cfg and cfg["n_hookpoints"] != len(hookpoints):
         raise ConfigError(f"crosscoder config {where} lists {len(hookpoints)} hookpoints but n_hookpoints={cfg['n_hookpoints']!r}.")
-    return CheckpointInfo(CROSSCODE, list(hookpoints), D, F)
+    return CheckpointInfo(CROSSCODE, list(hookpoints), D, F, activation.name)
 
 
 def _model_diffing_dims(cfg: dict[str, Any], where: Path) -> tuple[int, ...]:
@@ -305,11 +343,12 @@ def _crosscode_expected(info: CheckpointInfo, cfg: dict[str, Any]) -> dict[str, 
     expected = {
         "_W_enc_XiDiL": (1, P, D, F),
         "_W_dec_LXoDo": (F, 1, P, D),
-        "_activation_fn.log_threshold_L": (F,),
         "folded_scaling_factors_in_Xi": (1, P),
         "folded_scaling_factors_out_Xo": (1, P),
         "is_folded": (),
     }
+    if info.activation == JumpReLU.name:
+        expected["_activation_fn.log_threshold_L"] = (F,)
     if cfg.get("use_encoder_bias", True) is not False:
         expected["b_enc_L"] = (F,)
     if cfg.get("use_decoder_bias", True) is not False:
@@ -625,6 +664,7 @@ def _crosscode_family_crosscoder(
                 f"crosscoder weights {state_path} are in the crosscode format but {cfg_path} is a {info.format} config; save the checkpoint again."
             )
         cfg = _read_cfg(cfg_path)
+        activation = _crosscode_activation(cfg, cfg_path)
         expected = _crosscode_expected(info, cfg)
         names = dict(zip(("W_enc", "b_enc", "W_dec", "b_dec", "log_threshold", "recorded"), _CROSSCODE_KEYS))
     elif "W_enc_XDH" in state:
@@ -636,6 +676,7 @@ def _crosscode_family_crosscoder(
             )
         # The JumpReLU's threshold was `log_threshold_H` and later `log_threshold_L`.
         threshold_key = next((key for key in MODEL_DIFFING_THRESHOLD_KEYS if key in state), MODEL_DIFFING_THRESHOLD_KEYS[0])
+        activation = JumpReLU()
         expected = _model_diffing_expected(info, _model_diffing_dims(_read_cfg(cfg_path), cfg_path), threshold_key)
         names = dict(
             zip(
@@ -648,11 +689,12 @@ def _crosscode_family_crosscoder(
     _check_state(state, expected, state_path, cfg_path, info)
 
     P, D, F = len(info.hookpoints), info.d_model, info.n_features
-    crosscoder = Crosscoder(info.hookpoints, D, F)
+    crosscoder = Crosscoder(info.hookpoints, D, F, activation=activation)
     with torch.no_grad():
         crosscoder.W_enc_PDF.copy_(state[names["W_enc"]].reshape(P, D, F).float())
         crosscoder.W_dec_FPD.copy_(state[names["W_dec"]].reshape(F, P, D).float())
-        crosscoder.log_threshold_F.copy_(state[names["log_threshold"]].float())
+        if names["log_threshold"] in expected:  # a JumpReLU's
+            crosscoder.log_threshold_F.copy_(state[names["log_threshold"]].float())
         if names["b_enc"] in state:
             crosscoder.b_enc_F.copy_(state[names["b_enc"]].float())
         if names["b_dec"] in state:

@@ -15,8 +15,10 @@ Its `activation` is one of (docs/dictionaries.md says what the interventions mea
 - `BatchTopK(k)`: trained keeping the k * batch largest activations of a batch, evaluated as its
   authors do, with the threshold learnt in training: a JumpReLU whose per-feature thresholds the
   loader stores in log_threshold_F;
-- `TopK(k)`: f_i = h_i * [h_i is among the k largest of h(t) and h_i > 0].
-The first three are per-feature (f_i depends on h_i alone); TopK is not.
+- `TopK(k)`: f_i = h_i * [h_i is among the k largest of h(t) and h_i > 0];
+- `SignedTopK(k)`: f_i = h_i * [h_i is among the k largest of h(t)], negative values kept (the
+  crosscode library's TopK).
+The first three are per-feature (f_i depends on h_i alone); the TopKs are not.
 
 A single-layer SAE is a crosscoder with one hookpoint.
 """
@@ -122,10 +124,24 @@ class TopK:
     def threshold_F(self, log_threshold_F: torch.Tensor) -> torch.Tensor:
         raise TypeError("a TopK activation has no per-feature threshold: f_i depends on every feature's h")
 
-    def __call__(self, pre_BF: torch.Tensor, log_threshold_F: torch.Tensor) -> torch.Tensor:
+    def kept_BF(self, pre_BF: torch.Tensor) -> torch.Tensor:
+        """Where h_i is among the k largest of h."""
         top_BK = pre_BF.topk(min(self.k, pre_BF.shape[-1]), dim=-1).indices
-        kept_BF = torch.zeros_like(pre_BF, dtype=torch.bool).scatter_(-1, top_BK, True)
-        return pre_BF * (kept_BF & (pre_BF > 0))
+        return torch.zeros_like(pre_BF, dtype=torch.bool).scatter_(-1, top_BK, True)
+
+    def __call__(self, pre_BF: torch.Tensor, log_threshold_F: torch.Tensor) -> torch.Tensor:
+        return pre_BF * (self.kept_BF(pre_BF) & (pre_BF > 0))
+
+
+@dataclass(frozen=True)
+class SignedTopK(TopK):
+    """The crosscode library's TopK: f_i = h_i * [h_i among the k largest of h], with no ReLU, so that
+    a negative h_i in the top k (fewer than k positive pre-activations) is kept, negative."""
+
+    name: ClassVar[str] = "signed_topk"
+
+    def __call__(self, pre_BF: torch.Tensor, log_threshold_F: torch.Tensor) -> torch.Tensor:
+        return pre_BF * self.kept_BF(pre_BF)
 
 
 class Crosscoder(nn.Module):

@@ -18,11 +18,12 @@ How it stays exact while using a key/value cache:
 - Zero decisions cost nothing: where run(t) decides no modification (f_i(t) = 0 for the naive
   ablations; for perturbation ablation too, since every activation is f_i = h_i * m_i(h) with a
   piecewise-constant gate m_i (JumpReLU, ReLU and BatchTopK: h_i above a threshold; TopK: h_i among
-  the k largest and positive), so where f_i is off its gradient is zero and delta stays 0 through
+  the k largest and positive; SignedTopK: among the k largest, a gate open at h_i = 0 exactly taken
+  as closed), so where f_i is off its gradient is zero and delta stays 0 through
   every step; and for penalised perturbation, whose penalty is then |f_j - f_j(run(t))| = 0 with
   gradient 0), run(t) is the intervened position itself.
 - f_i of a per-feature activation (JumpReLU, ReLU, BatchTopK) needs only h_i, one encoder column per
-  row; TopK's gate needs every feature's h, so there the whole encoder runs (`_target_RQ`).
+  row; the TopKs' gate needs every feature's h, so there the whole encoder runs (`_target_RQ`).
 - Gradient ablation and steering need no decisions either: their direction, the normalised encoder
   column W_enc[:, :, i], is that of every position (see `interventions`).
 - One generated position: a run pass, kept as the position's slot. Only if some row decides a
