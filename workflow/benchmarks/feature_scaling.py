@@ -8,9 +8,10 @@ adds its own generation, scoring and figure jobs. One row per N: the run's wall 
 summed time and peak memory (Snakemake's benchmark files), split into shared and per-feature jobs.
 
     .venv/bin/python workflow/benchmarks/feature_scaling.py --run . --counts 1 16 \\
-        --out results/benchmark/feature_scaling.csv [--configfile lighter.yaml] [--cores 2]
+        --configfile workflow/configs/feature_scaling.yaml --out results/benchmark/feature_scaling.csv
 
-Not a rule: it runs the workflow. Run it on a machine with nothing else to do.
+Not a rule: it runs the workflow. Run it from a checkout nobody edits meanwhile (each count copies
+the workflow when it starts), on a machine with nothing else to do.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def main() -> None:
     for needed in (world, candidates_file):
         if not needed.exists():
             raise SystemExit(f"error: {needed} does not exist; give --run the directory of a finished run.")
+    for configfile in args.configfile:
+        if not configfile.is_file():
+            raise SystemExit(f"error: config file {configfile} does not exist; give an existing --configfile.")
     candidates = pd.read_csv(candidates_file)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True).stdout.strip()
     rows = []
