@@ -268,52 +268,12 @@ def test_external_world_run_leaves_every_provided_file_untouched(external_copy, 
     assert _tree_digest(provided) == before
 
 
-def test_local_cluster_profile_submits_each_job_and_gives_the_same_summary(smoke_run, external_run, tmp_path):
-    """The smoke world's analysis of one ablated feature through the local-cluster profile, each job a
-    process of its own: its jobs are those of the external world's plain run of that feature (made of
-    copies of the same artefacts), and so is its summary. The world's files are dated after the freshly
-    copied scripts, so Snakemake keeps them rather than rebuilding the world (a script newer than an
-    output reruns its rule)."""
-    import os
-    import shutil
-    import time
-
-    import pandas as pd
-
-    plain_workdir, _, plain, _ = external_run
-    assert plain.returncode == 0, plain.stderr[-4000:]
-    workdir = workflow_copy(tmp_path / "cluster")
-    shutil.copytree(smoke_run / "results/world", workdir / "results/world")
-    now = time.time()
-    for item in [workdir / "results/world", *(workdir / "results/world").rglob("*")]:
-        os.utime(item, (now, now))
-    feature = int(pd.read_csv(plain_workdir / "results/features/selected.csv")["feature"].iloc[0])
-    features = workdir / "one_feature.yaml"
-    features.write_text(f"features: {{ablate: [{feature}], steer: []}}\n")
-    result = snakemake(workdir, "--workflow-profile", "workflow/profiles/local-cluster", "--configfile", str(SMOKE), str(features), cores=())
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert "rule world_" not in output
-    submitted = [line.split("'")[1] for line in output.splitlines() if "with external jobid" in line]
-    spool = workdir / ".snakemake/local-cluster"
-
-    def analysis_jobs(workdir: Path) -> set[Path]:
-        """One benchmark file per job that ran, less the world's."""
-        benchmarks = workdir / "results/benchmarks"
-        return {path.relative_to(benchmarks) for path in benchmarks.rglob("*.tsv") if path.parts[-2] != "world"}
-
-    assert analysis_jobs(workdir) == analysis_jobs(plain_workdir)
-    assert len(set(submitted)) == len(submitted) == len(analysis_jobs(plain_workdir))
-    assert all((spool / f"{job}.exit").read_text().strip() == "0" for job in submitted)
-    pids = {(spool / f"{job}.pid").read_text().strip() for job in submitted}
-    assert len(pids) == len(submitted)
-    assert (workdir / "results/summary.csv").read_bytes() == (plain_workdir / "results/summary.csv").read_bytes()
-
-
-def test_two_worlds_in_one_run_each_get_their_own_results(external_copy, external_run, tmp_path):
-    """A `worlds:` run of two worlds, both the external world of the plain run: `copied` holds a copy of
-    the plain run's results, so it is up to date; `fresh` runs every job of the world into its own
-    folder, and its summary is the plain run's, byte for byte; the cross-world tables stack both."""
+def test_local_cluster_profile_runs_two_worlds_each_job_its_own_process(external_copy, external_run, tmp_path):
+    """Two worlds in one run (`worlds:`) through the local-cluster profile, every job a process of its
+    own. Both worlds are the external world of the plain run: `copied` holds a copy of the plain run's
+    results, dated after the freshly copied scripts (a script newer than an output reruns its rule), so
+    nothing of it reruns; `fresh` runs every job of that world into its own folder, and its jobs and its
+    summary (byte for byte) are the plain run's. The cross-world tables stack both worlds."""
     import os
     import shutil
     import time
@@ -327,28 +287,40 @@ def test_two_worlds_in_one_run_each_get_their_own_results(external_copy, externa
     for provided in ("models", "data"):
         shutil.copytree(external_workdir / provided, workdir / provided)
     shutil.copytree(plain_workdir / "results", workdir / "results/copied")
-    now = time.time()  # after the freshly copied scripts, as in the local-cluster test
+    now = time.time()
     for item in (workdir / "results/copied").rglob("*"):
         os.utime(item, (now, now))
-    results = plain_workdir / "results"
     worlds = workdir / "worlds.yaml"
     worlds.write_text("worlds: {copied: {}, fresh: {}}\n")
-    result = snakemake(workdir, "--configfile", str(SMOKE), str(config), str(worlds))
+    result = snakemake(workdir, "--workflow-profile", "workflow/profiles/local-cluster", "--configfile", str(SMOKE), str(config),
+                       str(worlds), cores=())
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "rule copied_" not in output and "rule fresh_generate_interventions:" in output
-    worlds_results = workdir / "results"
-    assert (worlds_results / "fresh/summary.csv").read_bytes() == (results / "summary.csv").read_bytes()
-    assert (worlds_results / "fresh/report_notebook.html").exists() and (worlds_results / "fresh/logs/scores/findings.log").exists()
+
+    def jobs(results: Path) -> set[Path]:
+        """One benchmark file per job that ran."""
+        return {path.relative_to(results / "benchmarks") for path in (results / "benchmarks").rglob("*.tsv")}
+
+    plain_results, worlds_results = plain_workdir / "results", workdir / "results"
+    assert jobs(worlds_results / "fresh") == jobs(plain_results)
+    submitted = [line.split("'")[1] for line in output.splitlines() if "with external jobid" in line]
+    assert len(set(submitted)) == len(submitted) == len(jobs(plain_results)) + 1  # and the cross-world summary
+    spool = workdir / ".snakemake/local-cluster"
+    assert all((spool / f"{job}.exit").read_text().strip() == "0" for job in submitted)
+    assert len({(spool / f"{job}.pid").read_text().strip() for job in submitted}) == len(submitted)
+
+    assert (worlds_results / "fresh/summary.csv").read_bytes() == (plain_results / "summary.csv").read_bytes()
+    assert (worlds_results / "fresh/report_notebook.html").exists()
     stacked = pd.read_csv(worlds_results / "cross_world/summary.csv")
     assert stacked.columns[0] == "world" and set(stacked["world"]) == {"copied", "fresh"}
-    plain_table = pd.read_csv(results / "summary.csv")
+    plain_table = pd.read_csv(plain_results / "summary.csv")
     for world in ("copied", "fresh"):
         pd.testing.assert_frame_equal(stacked[stacked["world"] == world].drop(columns="world").reset_index(drop=True), plain_table)
     verdicts = pd.read_csv(worlds_results / "cross_world/verdicts.csv")
     assert list(verdicts.columns) == ["finding", "claim", "copied", "fresh"]
     assert verdicts["copied"].tolist() == verdicts["fresh"].tolist()
-    assert len(verdicts) == pd.read_csv(results / "findings.csv")["finding"].nunique()
+    assert len(verdicts) == pd.read_csv(plain_results / "findings.csv")["finding"].nunique()
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
