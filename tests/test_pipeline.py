@@ -22,7 +22,12 @@ SMOKE_SETTINGS = {
 }
 
 
-def snakemake(workdir: Path, *args: str, cores: tuple[str, ...] = ("--cores", "2")) -> subprocess.CompletedProcess:
+# Two single-threaded jobs at a time rather than one with both cores: the smoke world's jobs are too small
+# for torch's threads to help, and each job's start (imports) is single-threaded anyway.
+PARALLEL_JOBS = ("--cores", "2", "--max-threads", "1")
+
+
+def snakemake(workdir: Path, *args: str, cores: tuple[str, ...] = PARALLEL_JOBS) -> subprocess.CompletedProcess:
     return subprocess.run(
         [SNAKEMAKE, *cores, "--configfile", str(SMOKE), *args],
         cwd=workdir,
