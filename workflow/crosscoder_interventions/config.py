@@ -146,21 +146,12 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
 RESERVED_WORLD_NAMES = ("cross_world", "logs", "benchmarks")
 
 
-def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `overrides` merged in key by key, as --configfile merges a file into config.yaml."""
-    result = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
 def world_configs(config: dict[str, Any], schema_path: str | Path) -> dict[str, dict[str, Any]]:
     """The config of each world of a `worlds:` run (a validated one): the run's config with the world's
     keys merged in, results in <results_dir>/<name>. Each is validated and checked as a run of its own
     would be; an error names its world."""
+    from snakemake.utils import update_config  # the merge of --configfile files and of the Snakefile
+
     shared = {key: value for key, value in config.items() if key != "worlds"}
     configs = {}
     for name, overrides in config["worlds"].items():
@@ -171,7 +162,9 @@ def world_configs(config: dict[str, Any], schema_path: str | Path) -> dict[str, 
                 raise ConfigError(
                     f"config: worlds.{name} sets {key}; a world's results go to {config['results_dir']}/{name}: remove the key."
                 )
-        world = merged(shared, overrides) | {"worlds": None, "results_dir": f"{config['results_dir']}/{name}"}
+        world = copy.deepcopy(shared)
+        update_config(world, copy.deepcopy(overrides))
+        world |= {"worlds": None, "results_dir": f"{config['results_dir']}/{name}"}
         try:
             validate_config(world, schema_path)
             check_startup(world)
