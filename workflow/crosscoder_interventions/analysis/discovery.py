@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from crosscoder_interventions.activations import tag_mask_BS, tokenize_texts_with_offsets
+from crosscoder_interventions.activations import after_tag_mask_BS, tag_mask_BS, tokenize_texts_with_offsets
 from crosscoder_interventions.analysis.selection import check_feature_ids
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.errors import ConfigError
@@ -67,10 +67,7 @@ def tokenise_with_groups(
     )
     prompt_BS = text_BS & (offsets_BS2[..., 0] < marker_ends_B1)
     tag_BS = tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos)
-    # The AFTER_TAG_TOKENS positions after each row's last tag token.
-    positions_BS = torch.arange(tokens_BS.shape[1]).expand_as(tokens_BS)
-    last_tag_B1 = torch.where(tag_BS, positions_BS, -1).max(dim=1, keepdim=True).values
-    after_tag_BS = text_BS & (last_tag_B1 >= 0) & (positions_BS > last_tag_B1) & (positions_BS <= last_tag_B1 + AFTER_TAG_TOKENS)
+    after_tag_BS = after_tag_mask_BS(tag_BS, text_BS, AFTER_TAG_TOKENS)
     groups_GBS = torch.stack([text_BS, prompt_BS, tag_BS, after_tag_BS, text_BS & ~prompt_BS])
     return TokenisedTexts(tokens_BS, groups_GBS)
 

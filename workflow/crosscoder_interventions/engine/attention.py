@@ -60,6 +60,7 @@ class SlotAttention(ABC):
     def __init__(self, windows: list[int | None]) -> None:
         self.windows = windows
         self.masks: dict[int | None, torch.Tensor] = {}
+        self.knockouts: dict[int, torch.Tensor] = {}
         self.past: Slots | None = None
         self.keys: list[torch.Tensor | None] = []
         self.values: list[torch.Tensor | None] = []
@@ -68,6 +69,7 @@ class SlotAttention(ABC):
         """Before a call over the slots of `past`: query q sees itself (the last Q keys are the queries'
         own slots) and alive keys of earlier positions."""
         self.past = past
+        self.knockouts = {}
         self.keys, self.values = [None] * len(self.windows), [None] * len(self.windows)
         n_queries, n_keys = query_pos_RQ.shape[1], key_pos_RK.shape[1]
         earlier_RQK = key_alive_RK[:, None, :] & (key_pos_RK[:, None, :] < query_pos_RQ[:, :, None])
@@ -80,8 +82,15 @@ class SlotAttention(ABC):
             for window in set(self.windows)
         }
 
+    def knock_out(self, blocked_RQK_by_layer: Mapping[int, torch.Tensor]) -> None:
+        """For this call, after `begin`: layer l may not read the (query, key) pairs where
+        blocked_RQK_by_layer[l] is true (an attention knockout), on top of the masks of `begin`."""
+        self.knockouts = dict(blocked_RQK_by_layer)
+
     def mask(self, layer: int) -> torch.Tensor:
-        return self.masks[self.windows[layer]]
+        visible_R1QK = self.masks[self.windows[layer]]
+        blocked_RQK = self.knockouts.get(layer)
+        return visible_R1QK if blocked_RQK is None else visible_R1QK & ~blocked_RQK[:, None].to(visible_R1QK.device)
 
     def with_slots(self, layer: int, key_RHQE: torch.Tensor, value_RHQE: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The slots' keys and values followed by the call's, recorded as this layer's."""

