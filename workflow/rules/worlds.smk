@@ -77,5 +77,8 @@ rule cross_world_summary:
         "../scripts/cross_world_summary.py"
 
 
-# The cross-world tables and each world's report notebook, which needs every other output of its world.
-all_targets = list(rules.cross_world_summary.output) + [f"{world_results}/report_notebook.html" for world_results in WORLD_RESULTS]
+# The cross-world tables, each world's report notebook (which needs every other output of its world but
+# one) and that one: its tag-reading table.
+all_targets = list(rules.cross_world_summary.output) + [
+    f"{world_results}/{target}" for world_results in WORLD_RESULTS for target in ("report_notebook.html", "tag_reading.csv")
+]
