@@ -85,7 +85,8 @@ def tag_reading_table(bridge: TransformerBridge, prompts: Sequence[str], *, prep
     the change from no knockout."""
     answer_id = answer_token_id(bridge)
     n_blocks = int(bridge.cfg.n_layers)
-    knockouts = [("none", [])] + [(str(block), [block]) for block in range(n_blocks)] + [(ALL_BLOCKS, list(range(n_blocks)))]
+    knockouts: list[tuple[str, list[int]]] = [("none", [])] + [(str(block), [block]) for block in range(n_blocks)]
+    knockouts.append((ALL_BLOCKS, list(range(n_blocks))))
     probabilities: dict[int, list[torch.Tensor]] = {index: [] for index in range(len(knockouts))}
     for start in range(0, len(prompts), batch_size):
         batch = list(prompts[start : start + batch_size])
