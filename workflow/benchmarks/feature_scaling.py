@@ -120,14 +120,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="feature_scaling_") as scratch:
         for count in args.counts:
-            row = measure(count, ablated_features(candidates, count), world, args.configfile, args.cores, Path(scratch))
+            started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            row = measure(count, ablated_features(candidates, count), world, args.configfile, args.cores, Path(scratch)) | {"measured": started}
             print(row, flush=True)
             rows.append(row)
     table = pd.DataFrame(rows)
     one = table.loc[table["n_features"] == table["n_features"].min()].iloc[0]
     # Against running the smallest count's analysis once per feature: below 1 when the shared passes are shared.
     table["wall_vs_separate_runs"] = (table["wall_s"] / (table["n_features"] / one["n_features"] * one["wall_s"])).round(3)
-    table["measured"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    table["measured"] = table.pop("measured")  # when each count's run started, after the measurements
     table["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, --cores {args.cores}"
     table["commit"] = commit
     table["configfiles"] = " ".join(str(path) for path in args.configfile) or "config.yaml"
