@@ -240,6 +240,21 @@ def test_snakemake_plans_an_external_world_with_a_single_hookpoint_sae(external_
     assert "checkpoint discover_features:" in result.stdout and "This was a dry-run" in result.stdout
 
 
+def test_a_world_whose_crosscoder_is_missing_is_named_when_the_run_starts(external_config, tmp_path):
+    """Worlds' artefacts are checked by the worlds file's onstart (a module's own is not run): the error names the world."""
+    from tiny_world import workflow_copy
+
+    external_config["worlds"] = {"a": {}, "b": {"external_world": {"crosscoder": str(tmp_path / "missing")}}}
+    (tmp_path / "worlds.yaml").write_text(yaml.safe_dump(external_config))
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "--cores", "1", "--configfile", str(tmp_path / "worlds.yaml")],
+        cwd=workflow_copy(tmp_path / "run"), capture_output=True, text=True, timeout=120,
+    )
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and errors and errors[0].startswith("error: world 'b': "), (result.stdout + result.stderr)[-3000:]
+    assert "missing" in errors[0] and not (tmp_path / "run" / "results" / "a").exists()
+
+
 def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("devise: cpu\n")

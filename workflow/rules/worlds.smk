@@ -30,11 +30,11 @@ for world_name, world_config in WORLD_CONFIGS.items():
 
 onstart:
     # A module's own onstart is not run: check every world's artefacts here.
-    try:
-        for world_config in WORLD_CONFIGS.values():
+    for world_name, world_config in WORLD_CONFIGS.items():
+        try:
             check_artefacts(world_config)
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
+        except ConfigError as error:
+            sys.exit(f"error: world '{world_name}': {error}")
 
 
 rule cross_world_summary:
