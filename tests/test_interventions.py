@@ -3,7 +3,9 @@
 The engine-versus-oracle tests run on every device (CUDA skipped, with the reason, where there is
 none) and in float32 and bfloat16, the oracle on the engine's device and in its dtype. What they assert:
 - float32: the same greedy tokens, activations to 1e-4, diagnostics to 1e-4 (both paths do the same
-  arithmetic in another order).
+  arithmetic in another order). Penalised perturbation to PENALISED_F32_ATOL: its L1 term's subgradient
+  sign(f_j - f_j^plain) is rounding noise where f_j barely moves, and the two paths round differently
+  (1.7e-4 measured on torch 2.11, on the CPU and on an H200; under 1e-4 on torch 2.13's CPU).
 - bfloat16 (unit roundoff 2^-8 = 0.004): the fast path batches, caches and sums in other orders than
   the oracle, so activations agree to about 2% of their size (measured on the CPU); a perturbation's
   gradient steps amplify such differences (a JumpReLU on in one path and off in the other changes a
@@ -54,6 +56,7 @@ STARTS = [3, 8, 1]
 HOOKPOINTS = hookpoint_names(4)
 BF16_RELATIVE = 0.1
 BF16_ABSOLUTE = 0.02
+PENALISED_F32_ATOL = 5e-4
 FLOAT32_ONLY = device_dtype_params(("float32",))
 # A row alone against the same row in a padded batch: the same arithmetic, but bfloat16 kernels may
 # block and so round a batch of another shape differently.
@@ -86,15 +89,15 @@ def feature(world):
     return int(active_F.argmax())
 
 
-def assert_matches_reference(fast, s: int, k: int, prompt: list[int], reference: ReferenceResult) -> None:
+def assert_matches_reference(fast, s: int, k: int, prompt: list[int], reference: ReferenceResult, f32_atol: float = 1e-4) -> None:
     """Row (setting s, prompt k) of the fast path against the oracle, within its dtype's tolerances
     (see the module docstring)."""
     tokens, acts_SPD = fast.generated[s][k], fast.activations[s][k]
     if acts_SPD.dtype == torch.float32:
         assert tokens == reference.generated
-        torch.testing.assert_close(acts_SPD, reference.acts_SPD, atol=1e-4, rtol=0)
-        assert fast.target_activation[s, k].item() == pytest.approx(reference.target_activation, abs=1e-4, nan_ok=True)
-        assert fast.other_feature_change[s, k].item() == pytest.approx(reference.other_feature_change, abs=1e-4)
+        torch.testing.assert_close(acts_SPD, reference.acts_SPD, atol=f32_atol, rtol=0)
+        assert fast.target_activation[s, k].item() == pytest.approx(reference.target_activation, abs=f32_atol, nan_ok=True)
+        assert fast.other_feature_change[s, k].item() == pytest.approx(reference.other_feature_change, abs=f32_atol)
         return
     n_same = next((j for j, (a, b) in enumerate(zip(tokens, reference.generated)) if a != b), len(tokens))
     if n_same < len(tokens):
@@ -140,7 +143,7 @@ def test_fast_path_matches_reference(world, feature, method):
     for s, setting in enumerate(settings, start=1):
         for k, prompt in enumerate(prompts):
             reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
-            assert_matches_reference(fast, s, k, prompt, reference)
+            assert_matches_reference(fast, s, k, prompt, reference, PENALISED_F32_ATOL if method == "penalised_perturbation" else 1e-4)
             # Not vacuous: the intervention moved the activations, and is measured as doing so.
             assert (fast.activations[s][k] - plain_acts[k]).abs().max() > 1e-2
             assert fast.other_feature_change[s, k] > 1e-3
@@ -270,7 +273,7 @@ def test_sparse_feature_reuses_the_plain_prefix_exactly(world, method):
     plain = generate(bridge, crosscoder, prompts, [Plain()], max_new_tokens=N_NEW, record_activations=True, progress=False)
     active_KSF = [crosscoder.encode(acts_SPD[: len(prompt)]) > 0 for acts_SPD, prompt in zip(plain.activations[0], prompts)]
     first_KF = torch.stack([active_SF.float().argmax(0) + len(prompt) * ~active_SF.any(0) for active_SF, prompt in zip(active_KSF, prompts)])
-    late = (first_KF >= 2) & (first_KF < torch.tensor(PROMPT_LENGTHS)[:, None])
+    late = (first_KF >= 2) & (first_KF < torch.tensor(PROMPT_LENGTHS, device=first_KF.device)[:, None])
     feature = int(late.all(0).float().argmax())
     assert late[:, feature].all()
     setting = expand_sweep(method, feature, **SWEEPS[method])[-1]

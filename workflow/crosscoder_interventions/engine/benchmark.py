@@ -10,6 +10,7 @@ Shape letters: R rows (prompts), S prompt positions (left-padded).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ from crosscoder_interventions.engine.oracle import reference_generate
 from crosscoder_interventions.runtime import device_of, hf_model_of
 
 PLAIN = "bridge_generate"
+log = logging.getLogger("crosscoder_interventions")
 
 
 @dataclass(frozen=True)
@@ -103,22 +105,32 @@ def time_generation(
             pad_token_id=pad_id,
         )
 
-    timings = [
-        Timing(PLAIN, "", len(prompts), n_new, _best_seconds(bridge_generate, repeats)),
-        Timing("hf_generate", "", len(prompts), n_new, _best_seconds(hf_generate, repeats)),
-    ]
+    timings: list[Timing] = []
+
+    def record(timing: Timing) -> None:
+        # One log line per entry as it is measured: a long run shows its progress, and a run stopped
+        # part-way still tells what it had measured.
+        timings.append(timing)
+        log.info("timed %s %s: %.3f ms per generated token", timing.entry, timing.setting, 1e3 * timing.seconds / timing.new_tokens)
+
+    # Untimed: the first call pays for lazy initialisation (on CUDA the context, kernels, the
+    # allocator's pool), a cost of the process rather than of any method, and it would otherwise fall
+    # on the denominator of every ratio when repeats is 1.
+    bridge_generate()
+    record(Timing(PLAIN, "", len(prompts), n_new, _best_seconds(bridge_generate, repeats)))
+    record(Timing("hf_generate", "", len(prompts), n_new, _best_seconds(hf_generate, repeats)))
     for entry, setting in settings.items():
         seconds = _best_seconds(
             lambda: generate(bridge, crosscoder, prompts, [setting], max_new_tokens=max_new_tokens, starts=starts, progress=False),  # noqa: B023 (called within this iteration)
             repeats,
         )
-        timings.append(Timing(entry, label(setting), len(prompts), n_new, seconds))
+        record(Timing(entry, label(setting), len(prompts), n_new, seconds))
     for entry, setting in settings.items() if reference_prompts else ():
         began = time.perf_counter()
         for prompt, start in tqdm(list(zip(prompts[:reference_prompts], starts)), desc=f"reference {entry}", unit="prompt"):
             reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=max_new_tokens, start=start)
         seconds = time.perf_counter() - began
-        timings.append(Timing(f"reference_{entry}", label(setting), reference_prompts, max_new_tokens * reference_prompts, seconds))
+        record(Timing(f"reference_{entry}", label(setting), reference_prompts, max_new_tokens * reference_prompts, seconds))
     return timings
 
 
