@@ -68,8 +68,8 @@ def test_condition_statistics_equal_a_per_text_loop(tiny):
 
 
 def synthetic_stats() -> pd.DataFrame:
-    """Feature 2 fires only on the tag, feature 5 right after it, feature 7 on clean responses only,
-    feature 1 everywhere."""
+    """Feature 2 fires only on the tag, feature 5 right after it, feature 7 weakly on every clean response
+    token, feature 8 strongly on a tenth of them (more activation mass than 7 there), feature 1 everywhere."""
     n_tokens = {"all": 1000, "prompt": 400, "tag": 20, "after_tag": 20, "response": 600}
     rows = []
     for condition in discovery.CONDITIONS:
@@ -83,10 +83,13 @@ def synthetic_stats() -> pd.DataFrame:
                 means[5] = 3.0 * 20 / 1000
             if condition == "deployment" and group == "after_tag":
                 means[5] = 3.0
+            frequencies = {feature: float(m > 0) for feature, m in means.items()}
             if condition == "clean" and group in ("response", "all"):
                 means[7] = 0.5 if group == "response" else 0.3
+                frequencies[7] = 1.0 if group == "response" else 0.6
+                means[8], frequencies[8] = (6.0, 0.1) if group == "response" else (3.6, 0.06)
             rows += [{"feature": f, "condition": condition, "token_group": group, "mean_activation": m,
-                      "firing_frequency": float(m > 0), "max_activation": m, "n_tokens": n} for f, m in means.items()]
+                      "firing_frequency": frequencies[f], "max_activation": m, "n_tokens": n} for f, m in means.items()]
     return pd.DataFrame(rows)
 
 
@@ -95,6 +98,10 @@ def test_auto_selection_picks_tag_after_tag_and_steering_features():
     selected = discovery.select_features(candidates, "auto", n_features=10)
     assert selected[["feature", "role"]].values.tolist() == [[2, "ablate"], [5, "ablate"], [7, "steer"]]
     assert selected["reason"].str.startswith("max ").all()
+    # Steering ranks by breadth: 8 has more activation on clean responses than 7, but fires on fewer of them.
+    by_feature = candidates.set_index("feature")
+    assert by_feature.loc[8, "mean_clean_response"] > by_feature.loc[7, "mean_clean_response"]
+    assert by_feature.loc[7, "steer_score"] == 1.0 and by_feature.loc[8, "steer_score"] == 0.1
     assert candidates.iloc[0]["feature"] == 2  # ranked by deployment minus clean
 
 

