@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
+from types import TracebackType
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -25,11 +27,20 @@ def start_job(log_path: str, *, threads: int, seed: int) -> logging.Logger:
         format="%(asctime)s %(levelname)s %(message)s",
         force=True,
     )
+    log = logging.getLogger("crosscoder_interventions")
+
+    # A job that fails leaves its traceback in its own log file too, not only in Snakemake's stderr,
+    # which a cluster job's log is often the only place to look for.
+    def log_uncaught(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        log.critical("the job failed", exc_info=(kind, value, traceback))
+        sys.__excepthook__(kind, value, traceback)
+
+    sys.excepthook = log_uncaught
     torch.set_num_threads(max(1, threads))
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return logging.getLogger("crosscoder_interventions")
+    return log
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
