@@ -2,7 +2,7 @@
 
 The engine-versus-oracle tests run on every device (CUDA skipped, with the reason, where there is
 none) and in float32 and bfloat16, the oracle on the engine's device and in its dtype. What they assert:
-- float32: the same greedy tokens, activations to 1e-4, diagnostics to 1e-4 (both paths do the same
+- float32: the same greedy tokens, activations and diagnostics to FLOAT32_ATOL (1e-4: both paths do the same
   arithmetic in another order). Penalised perturbation to PENALISED_F32_ATOL: its L1 term's subgradient
   sign(f_j - f_j^plain) is rounding noise where f_j barely moves, and the two paths round differently
   (1.7e-4 measured on torch 2.11, on the CPU and on an H200; under 1e-4 on torch 2.13's CPU).
@@ -56,6 +56,7 @@ STARTS = [3, 8, 1]
 HOOKPOINTS = hookpoint_names(4)
 BF16_RELATIVE = 0.1
 BF16_ABSOLUTE = 0.02
+FLOAT32_ATOL = 1e-4
 PENALISED_F32_ATOL = 5e-4
 FLOAT32_ONLY = device_dtype_params(("float32",))
 # A row alone against the same row in a padded batch: the same arithmetic, but bfloat16 kernels may
@@ -89,7 +90,7 @@ def feature(world):
     return int(active_F.argmax())
 
 
-def assert_matches_reference(fast, s: int, k: int, prompt: list[int], reference: ReferenceResult, f32_atol: float = 1e-4) -> None:
+def assert_matches_reference(fast, s: int, k: int, prompt: list[int], reference: ReferenceResult, f32_atol: float = FLOAT32_ATOL) -> None:
     """Row (setting s, prompt k) of the fast path against the oracle, within its dtype's tolerances
     (see the module docstring)."""
     tokens, acts_SPD = fast.generated[s][k], fast.activations[s][k]
@@ -143,7 +144,7 @@ def test_fast_path_matches_reference(world, feature, method):
     for s, setting in enumerate(settings, start=1):
         for k, prompt in enumerate(prompts):
             reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW, start=STARTS[k])
-            assert_matches_reference(fast, s, k, prompt, reference, PENALISED_F32_ATOL if method == "penalised_perturbation" else 1e-4)
+            assert_matches_reference(fast, s, k, prompt, reference, PENALISED_F32_ATOL if method == "penalised_perturbation" else FLOAT32_ATOL)
             # Not vacuous: the intervention moved the activations, and is measured as doing so.
             assert (fast.activations[s][k] - plain_acts[k]).abs().max() > 1e-2
             assert fast.other_feature_change[s, k] > 1e-3
