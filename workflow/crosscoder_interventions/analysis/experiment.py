@@ -86,7 +86,8 @@ def calibration_prompts(eval_frame: pd.DataFrame, n_prompts: int, n_calibration:
     if n_deployment < n_prompts + n_calibration:
         raise ConfigError(
             f"the evaluation data has {n_deployment} deployment examples: too few for {n_prompts} evaluation and "
-            f"{n_calibration} calibration prompts; lower generation.calibration.n_prompts or generation.n_prompts."
+            f"{n_calibration} calibration (or steering screen) prompts after them; lower generation.n_prompts, "
+            "generation.calibration.n_prompts or discovery.steer_screen.n_prompts."
         )
     return deployment_prompts(eval_frame, n_prompts + n_calibration)[n_prompts:]
 
