@@ -311,11 +311,16 @@ def check_embedded_world(config: dict[str, Any]) -> None:
         )
 
 
+def steering_screen_runs(features: str | dict[str, Any], steer_screen: dict[str, Any]) -> bool:
+    """Whether discovery runs the steering screen: with `features: auto` and candidates to screen."""
+    return features == "auto" and steer_screen["n_candidates"] > 0
+
+
 def prompts_after_evaluation(config: dict[str, Any]) -> int:
     """How many deployment prompts after the evaluation ones a run takes: calibration's, and the steering
-    screen's when it runs (features: auto); both take theirs from the same place."""
+    screen's when it runs; both take theirs from the same place."""
     screen = config["discovery"]["steer_screen"]
-    screened = config["features"] == "auto" and screen["n_candidates"] > 0
+    screened = steering_screen_runs(config["features"], screen)
     return max(config["generation"]["calibration"]["n_prompts"], screen["n_prompts"] if screened else 0)
 
 

