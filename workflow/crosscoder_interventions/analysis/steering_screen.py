@@ -46,7 +46,7 @@ def screen_steering(
     """Steer each of `features` (in steer_score order) at each coefficient on `prompts`; one row per
     feature and coefficient (SCREEN_COLUMNS); empty without features."""
     if not features:
-        return pd.DataFrame(columns=SCREEN_COLUMNS)
+        return empty_screen()
     intervention = experiment.INTERVENTIONS[("steer", SCREEN_METHOD)]
     sweeps = {intervention: {"values": list(coefficients)}}
     settings = [
@@ -57,6 +57,11 @@ def screen_steering(
     )
     scores = score_generations(*scorer, generations, batch_size=scoring_batch_size)
     return screen_table(scores, features)
+
+
+def empty_screen() -> pd.DataFrame:
+    """The screen's table when it does not run (named features, or no candidates)."""
+    return pd.DataFrame(columns=SCREEN_COLUMNS)
 
 
 def screen_table(scores: pd.DataFrame, features: Sequence[int]) -> pd.DataFrame:
