@@ -9,10 +9,6 @@ STAMP := $(VENV)/.installed
 
 LOWER := .venv-lower
 LOWER_STAMP := $(LOWER)/.installed
-# Every test but the pipeline's end-to-end runs (test_pipeline.py: 8 of make test's 12 minutes) and the
-# real-shape benchmark run (test_synthetic.py), which CI's 20 minutes cannot hold twice; test_config.py
-# and test_real_world.py still run snakemake for real.
-LOWER_BOUND_TESTS := $(filter-out tests/test_pipeline.py tests/test_synthetic.py,$(wildcard tests/test_*.py))
 
 .PHONY: setup reproduce test test-lower-bound lint clean-venv
 
@@ -45,7 +41,7 @@ $(LOWER_STAMP): envs/requirements.txt pyproject.toml
 
 test-lower-bound: $(LOWER_STAMP)
 	tr '\n' ' ' < $(LOWER)/lowest.txt; echo
-	$(LOWER)/bin/python -m pytest $(LOWER_BOUND_TESTS)
+	$(LOWER)/bin/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check

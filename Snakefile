@@ -10,6 +10,9 @@ from crosscoder_interventions.errors import ConfigError
 
 min_version("9.0")
 
+# What `snakemake --report` opens with: what was run and how to read the report.
+report: "workflow/report/workflow.rst"
+
 # Rule scripts inherit this: with OpenMP's default busy-waiting, torch on a loaded 2-core machine
 # runs 10-20 times slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

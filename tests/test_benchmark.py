@@ -5,7 +5,7 @@ import pytest
 import torch
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
-from crosscoder_interventions.engine.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
+from crosscoder_interventions.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
 from crosscoder_interventions.engine.interventions import (
     GradientSteering,
     ManyLayerAblation,

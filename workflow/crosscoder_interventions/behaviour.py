@@ -108,7 +108,7 @@ def continuation_ce(
     batch_size: int = 32,
 ) -> torch.Tensor:
     """Per example, the mean cross-entropy (nats per token) of the continuation's tokens given the
-    prompt's (DESIGN.md section 4); NaN for an empty continuation. Returns a float tensor (E,)."""
+    prompt's (docs/design.md, section 4); NaN for an empty continuation. Returns a float tensor (E,)."""
     if len(prompt_ids) != len(continuation_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(continuation_ids)} continuations")
     device = device_of(model_or_bridge)

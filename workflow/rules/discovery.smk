@@ -1,4 +1,4 @@
-# Feature discovery and activation examples (DESIGN.md section 5). Discovery is a checkpoint: which
+# Feature discovery and activation examples (docs/design.md, section 5). Discovery is a checkpoint: which
 # features get examples and interventions depends on what it selects.
 
 

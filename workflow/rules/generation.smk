@@ -1,4 +1,4 @@
-# Generation under interventions (DESIGN.md sections 3 and 9): one job per selected feature, mode and
+# Generation under interventions (docs/design.md, sections 3 and 9): one job per selected feature, mode and
 # method, each sweeping its hyperparameter (the calibrated methods first find theirs on calibration
 # prompts); and the un-intervened baselines.
 

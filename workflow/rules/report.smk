@@ -1,4 +1,4 @@
-# Figures of every selected feature's curves and the executed report notebook (DESIGN.md section 4).
+# Figures of every selected feature's curves and the executed report notebook (docs/design.md, section 4).
 
 
 rule figures:

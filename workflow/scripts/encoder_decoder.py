@@ -2,7 +2,7 @@
 # # Encoder against decoder
 # Per selected feature and hookpoint, the cosine between the feature's encoder column and decoder
 # row, and the features whose decoders are nearest to its own with their encoders' cosine to its
-# encoder: the marks of feature absorption (DESIGN.md section 9).
+# encoder: the marks of feature absorption (docs/design.md, section 9).
 
 # %%
 from pathlib import Path

@@ -1,6 +1,6 @@
 # %% [markdown]
 # # The sprint's findings on this run, and the methods compared at equal effect
-# One row per finding of the research sprint (DESIGN.md section 8): the statistic that tests it on
+# One row per finding of the research sprint (docs/design.md, section 8): the statistic that tests it on
 # this run's summary, its value with its uncertainty, the threshold that decides, and the verdict.
 # Then, per feature, each method's best setting at equal effect against the best method's: a paired
 # bootstrap interval of the per-prompt CE difference and Wilson intervals of the rates.

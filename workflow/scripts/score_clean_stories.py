@@ -1,6 +1,6 @@
 # %% [markdown]
 # # The base model on clean stories
-# The reference CE every intervention is measured against (DESIGN.md section 4): the base model's
+# The reference CE every intervention is measured against (docs/design.md, section 4): the base model's
 # mean per-token cross-entropy on the stories of clean evaluation examples, each cut to as many
 # tokens as a generated continuation.
 

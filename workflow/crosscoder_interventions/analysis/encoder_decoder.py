@@ -1,4 +1,4 @@
-"""Encoder against decoder (DESIGN.md section 9): does a feature read what it writes?
+"""Encoder against decoder (docs/design.md, section 9): does a feature read what it writes?
 
 Per selected feature i and hookpoint p, cos(W_enc[p, :, i], W_dec[i, p]): near 1 when the encoder
 reads the direction the decoder writes, lower when it also has to exclude other directions. And the

@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from crosscoder_interventions.activations import tokenize_texts
 from crosscoder_interventions.analysis.discovery import feature_activations_BSF
+from crosscoder_interventions.analysis.markup import markdown_text
 from crosscoder_interventions.dictionary.model import Crosscoder
 
 
@@ -122,13 +123,14 @@ span.meta {{ font-family: sans-serif; font-size: 12px; color: #555; }}
 
 
 def contexts_markdown(feature: int, contexts: pd.DataFrame, reason: str = "") -> str:
-    """One context per paragraph, the maximum token marked as [[token]] with its activation."""
+    """One context per paragraph, the maximum token marked as [[token]] with its activation. Tokens are
+    escaped (markup.markdown_text): a context shows the dataset's characters, never renders them. The
+    marks stay literal: no `(` or line start can follow them to make a link."""
     lines = [f"# Feature {feature}: top-activating contexts", ""]
     if reason:
-        lines += [reason, ""]
+        lines += [markdown_text(reason), ""]
     for context in contexts.itertuples():
-        tokens = list(context.tokens)
+        tokens = [markdown_text(token) for token in context.tokens]
         tokens[context.peak_in_window] = f"[[{tokens[context.peak_in_window]}]]"
-        text = "".join(tokens).replace("\n", " ⏎ ")
-        lines += [f"**#{context.rank + 1}** (example {context.example}, max {context.max_activation:.3f}): {text}", ""]
+        lines += [f"**#{context.rank + 1}** (example {context.example}, max {context.max_activation:.3f}): {''.join(tokens)}", ""]
     return "\n".join(lines)

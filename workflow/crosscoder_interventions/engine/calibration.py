@@ -1,4 +1,4 @@
-"""Calibrated scale (DESIGN.md section 9): per setting, the smallest scale (or steering coefficient)
+"""Calibrated scale (docs/design.md, section 9): per setting, the smallest scale (or steering coefficient)
 that brings the target feature's remaining activation to a goal, by bisection on a log scale.
 
 The measurement is the engine's own diagnostic: `target_activation` of `generation.generate` on

@@ -557,18 +557,23 @@ def _anchors(busy_RS: torch.Tensor, pos_RS: torch.Tensor, lengths: Sequence[int]
     return anchor_R, resume_R
 
 
-def _choose(logits_RV: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator]) -> torch.Tensor:
+def choose_tokens(logits_RV: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Each row's next token: the argmax at temperature 0, else a draw from softmax(logits / T) over its top_k."""
     if sampling.temperature == 0:
         return logits_RV.argmax(-1)
-    scaled_RV = logits_RV / sampling.temperature
-    if sampling.top_k is not None:
-        kth_R1 = scaled_RV.topk(sampling.top_k, dim=-1).values[:, -1:]
-        scaled_RV = scaled_RV.masked_fill(scaled_RV < kth_R1, float("-inf"))
-    # Gumbel-max: argmax(logits / T + G) is a draw from softmax(logits / T), with per-row noise.
-    exponential_RV = torch.stack(
+    # Gumbel-max: argmax(logits / T + G) is a draw from softmax(logits / T), with per-row noise. Below T = 1
+    # the same argmax is taken of logits + T G, since logits / T overflows for a tiny T (every token
+    # infinite, the first one then chosen) where T G only vanishes (the argmax, as the limit T -> 0 is).
+    # The top_k mask comes last: -inf / T is NaN where T overflows the logits' dtype.
+    gumbel_RV = -torch.stack(
         [torch.empty(logits_RV.shape[1], device=logits_RV.device).exponential_(generator=generator) for generator in generators]
-    )
-    return (scaled_RV - exponential_RV.clamp_min(1e-30).log()).argmax(-1)
+    ).clamp_min(1e-30).log()
+    temperature = sampling.temperature
+    keys_RV = logits_RV / temperature + gumbel_RV if temperature >= 1 else logits_RV + temperature * gumbel_RV
+    if sampling.top_k is not None and sampling.top_k < logits_RV.shape[-1]:  # a top_k past the vocabulary keeps it all
+        kth_R1 = logits_RV.topk(sampling.top_k, dim=-1).values[:, -1:]
+        keys_RV = keys_RV.masked_fill(logits_RV < kth_R1, float("-inf"))
+    return keys_RV.argmax(-1)
 
 
 @dataclass
@@ -648,7 +653,7 @@ def _generate_batch(
     pos_R1 = torch.tensor(lengths, device=engine.device)[:, None] - 1
     for step in range(max_new_tokens):
         _check_finite(plan, logits_RV.sum(1), "the logits")
-        tokens_R1 = _choose(logits_RV, sampling, generators)[:, None]
+        tokens_R1 = choose_tokens(logits_RV, sampling, generators)[:, None]
         generated.append(tokens_R1)
         progress.update(1)
         if step == max_new_tokens - 1:
@@ -714,6 +719,14 @@ def generate(
         raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
     if any(len(prompt) == 0 for prompt in prompts):
         raise ConfigError("every prompt needs at least one token.")
+    # A prompt and its whole continuation must fit the context: the base model scores them together.
+    context = bridge.cfg.n_ctx
+    too_long = next((k for k, prompt in enumerate(prompts) if len(prompt) + max_new_tokens > context), None)
+    if too_long is not None:
+        raise ConfigError(
+            f"prompt {too_long} is {len(prompts[too_long])} tokens, which with {max_new_tokens} new ones is more than the model's context "
+            f"of {context} positions; lower max_new_tokens or shorten the prompt."
+        )
     starts = list(starts) if starts is not None else [0] * len(prompts)
     if len(starts) != len(prompts):
         raise ConfigError(f"got {len(starts)} steering starts for {len(prompts)} prompts.")

