@@ -290,6 +290,23 @@ def test_a_world_may_not_provide_what_another_world_writes_in_either_order(exter
     assert sorted((path, path.stat().st_mtime_ns) for path in built.rglob("*")) == before
 
 
+def test_a_cuda_device_this_machine_lacks_stops_a_local_run_before_any_job(tmp_path):
+    """Jobs that run on this machine need the configured GPU (a dry run, or a cluster's jobs, are not refused)."""
+    from tiny_world import workflow_copy
+
+    workdir = workflow_copy(tmp_path / "run")
+    snakemake = [str(Path(sys.executable).with_name("snakemake")), "--cores", "1", "--configfile", "tests/config/smoke.yaml",
+                 "--config", "device=cuda:99"]
+    (workdir / "tests/config").mkdir(parents=True)
+    (workdir / "tests/config/smoke.yaml").write_text((REPO / "tests/config/smoke.yaml").read_text())
+    plan = subprocess.run([*snakemake, "-n"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    run = subprocess.run(snakemake, cwd=workdir, capture_output=True, text=True, timeout=120)
+    errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("error:")]
+    assert run.returncode == 1 and errors and errors[0].startswith("error: device 'cuda:99' was requested but"), (run.stdout + run.stderr)[-2000:]
+    assert "rule world_corpus" not in run.stdout + run.stderr and not (workdir / "results/world").exists()
+
+
 def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("devise: cpu\n")
@@ -655,6 +672,12 @@ def test_auto_device_without_a_gpu_driver_is_the_cpu(monkeypatch, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device 'cuda:1' was requested but no CUDA device is visible"):
             config.resolve_device("cuda:1")
+    else:
+        with pytest.raises(ConfigError, match=rf"device 'cuda:{torch.cuda.device_count()}' was requested but CUDA sees"):
+            config.resolve_device(f"cuda:{torch.cuda.device_count()}")
+    # Cluster jobs run on nodes other than this one: each checks CUDA where it runs.
+    assert config.resolve_device("cuda:1", check_cuda_here=False) == "cuda:1"
+    assert config.resolve_device("cpu", check_cuda_here=False) == "cpu"
 
 
 def test_model_block_count_from_a_directory_or_the_hub_cache(tmp_path):

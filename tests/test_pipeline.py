@@ -1,12 +1,16 @@
 """The smoke configuration end to end, in a fresh copy of the workflow, as a new user would run it."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from browser import MARKUP, browser
+from slurm import SLURM_ARGS, job_states, single_node_cluster
 from tiny_world import workflow_copy
 
 from crosscoder_interventions.analysis import experiment, steering_screen
@@ -225,14 +229,68 @@ def test_scoring_again_gives_a_byte_identical_summary(smoke_run):
     assert (smoke_run / "results/summary.csv").read_bytes() == summary
 
 
-def test_default_profile_is_read_and_slurm_profile_plans(smoke_run):
-    """The workstation profile applies without being named; the SLURM one plans every job (dry run, no sbatch)."""
+def test_default_profile_is_read_and_slurm_profile_plans_gpu_jobs_from_the_rules(smoke_run):
+    """The workstation profile applies without being named. The SLURM profile names no rule: with
+    `device: cuda` on a node without a GPU (a login node), the rules that run a model plan one GPU each
+    and the others none (dry run, no sbatch)."""
     plain = snakemake(smoke_run, "-n")
     assert "workflow specific profile profiles/default" in plain.stdout + plain.stderr
-    slurm = snakemake(smoke_run, "-n", "--forceall", "--workflow-profile", "workflow/profiles/slurm", cores=())
-    assert slurm.returncode == 0, slurm.stderr[-4000:]
-    plan = slurm.stdout + slurm.stderr
-    assert "slurm_partition=EDIT-ME-gpu-partition, gpu=1" in plan and "slurm_partition=EDIT-ME-cpu-partition" in plan
+    profile = yaml.safe_load((smoke_run / "workflow/profiles/slurm/config.yaml").read_text())
+    assert not {"set-resources", "set-threads"} & set(profile)
+    planned: dict[str, set[int]] = {}
+    # Everything up to discovery (a checkpoint, after which a forced plan lists no job), then what follows it.
+    for forced in (["--forceall"], ["--forcerun", "generate_interventions", "score_generations", "summarize_scores", "report_notebook"]):
+        slurm = snakemake(smoke_run, "-n", *forced, "--workflow-profile", "workflow/profiles/slurm", "--config", "device=cuda", cores=())
+        assert slurm.returncode == 0, slurm.stderr[-4000:]
+        planned |= _planned_gpus(slurm.stdout + slurm.stderr)
+    for rule in ("world_base_model", "world_crosscoder", "discover_features", "generate_interventions", "score_generations"):
+        assert planned[rule] == {1}, (rule, planned)
+    for rule in ("world_corpus", "world_tokenizer", "summarize_scores", "report_notebook"):
+        assert planned[rule] == {0}, (rule, planned)
+
+
+def _planned_gpus(plan: str) -> dict[str, set[int]]:
+    """Each rule's planned `gpu` resource, from Snakemake's job listing."""
+    planned: dict[str, set[int]] = {}
+    rule = None
+    for line in plan.splitlines():
+        if line.startswith(("rule ", "checkpoint ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule is not None:
+            gpu = next((int(item.split("=")[1]) for item in line.split(", ") if item.strip().startswith("gpu=")), 0)
+            planned.setdefault(rule, set()).add(gpu)
+    return planned
+
+
+def test_slurm_puts_gpu_rules_on_a_gpu_partition_with_a_gpu_and_cpu_rules_on_a_cpu_one(slurm, tmp_path):
+    """The sbatch command lines the SLURM plugin builds from the profile, with `device: cuda` and a cluster of
+    a CPU partition and a GPU one (partitions.yaml's mapping, no rule named): the CPU rules' jobs run on the
+    CPU partition and ask for no GPU; the first rule that runs a model asks for one on the GPU partition.
+    This machine has no GPU node, so an sbatch shim records every command line and refuses the GPU one."""
+    workdir = workflow_copy(tmp_path / "run")
+    (workdir / "partitions.yaml").write_text("partitions:\n  main: {max_gpu: 0}\n  gpu: {max_gpu: 1}\n")
+    shim, record = tmp_path / "bin", tmp_path / "sbatch.calls"
+    shim.mkdir()
+    (shim / "sbatch").write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> {record}\n'
+        'case "$*" in *--gpus*|*--gres*) echo "sbatch: no GPU node in this test cluster" >&2; exit 1;; esac\n'
+        f'exec {shutil.which("sbatch")} "$@"\n'
+    )
+    (shim / "sbatch").chmod(0o755)
+    result = subprocess.run(
+        [SNAKEMAKE, *SLURM_ARGS, "--slurm-partition-config", "partitions.yaml", "--configfile", str(SMOKE), "--config", "device=cuda",
+         "--until", "world_base_model", "--retries", "0"],
+        cwd=workdir, capture_output=True, text=True, timeout=1200, env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"},
+    )
+    calls = {rule: call for call in record.read_text().splitlines() for rule in ("world_corpus", "world_tokenizer", "world_base_model")
+             if f"rule_{rule}" in call}
+    assert result.returncode != 0 and "Error in rule world_base_model" in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
+    assert set(calls) == {"world_corpus", "world_tokenizer", "world_base_model"}, record.read_text()
+    for rule in ("world_corpus", "world_tokenizer"):
+        assert "-p main" in calls[rule] and "--gpus" not in calls[rule] and "--gres" not in calls[rule], calls[rule]
+    assert "-p gpu" in calls["world_base_model"] and "--gpus=1" in calls["world_base_model"], calls["world_base_model"]
+    assert (workdir / "results/world/tokenizer").is_dir()  # the CPU jobs ran, with device: cuda, on a node without a GPU
 
 
 # --- an external world made of copies of the smoke world's artefacts, its texts carrying markup -------
@@ -352,49 +410,63 @@ def test_every_page_shows_the_datasets_markup_as_text_and_runs_none_of_it(extern
         assert MARKUP in pages["results/report_notebook.html"].text
 
 
-def test_local_cluster_profile_runs_two_worlds_each_job_its_own_process(external_copy, external_run, tmp_path):
-    """Two worlds in one run (`worlds:`) through the local-cluster profile, every job a process of its
-    own. Both worlds are the external world of the plain run: `copied` holds a copy of the plain run's
-    results, dated after the freshly copied scripts (a script newer than an output reruns its rule), so
-    nothing of it reruns; `fresh` runs every job of that world into its own folder, and its jobs and its
-    summary (byte for byte) are the plain run's. The cross-world tables stack both worlds."""
-    import os
+@pytest.fixture(scope="module")
+def slurm():
+    with single_node_cluster():
+        yield
+
+
+@pytest.fixture(scope="module")
+def slurm_worlds(slurm, external_copy, external_run, tmp_path_factory) -> tuple[Path, list[str], subprocess.CompletedProcess]:
+    """Two worlds in one run (`worlds:`) through the SLURM profile, every job a SLURM job. Both worlds are
+    the external world of the plain run: `copied` holds a copy of the plain run's results, dated after
+    the freshly copied scripts (a script newer than an output reruns its rule), so nothing of it reruns;
+    `fresh` runs every job of that world into its own folder. The workdir, its snakemake arguments, the run."""
     import shutil
     import time
-
-    import pandas as pd
 
     external_workdir, config, _ = external_copy
     plain_workdir, _, plain, _ = external_run
     assert plain.returncode == 0, plain.stderr[-4000:]
-    workdir = workflow_copy(tmp_path / "worlds")
+    workdir = workflow_copy(tmp_path_factory.mktemp("slurm") / "worlds")
     for provided in ("models", "data"):
         shutil.copytree(external_workdir / provided, workdir / provided)
     shutil.copytree(plain_workdir / "results", workdir / "results/copied")
     now = time.time()
     for item in (workdir / "results/copied").rglob("*"):
         os.utime(item, (now, now))
-    worlds = workdir / "worlds.yaml"
-    worlds.write_text("worlds: {copied: {}, fresh: {}}\n")
-    result = snakemake(workdir, "--workflow-profile", "workflow/profiles/local-cluster", "--configfile", str(SMOKE), str(config),
-                       str(worlds), cores=())
+    (workdir / "worlds.yaml").write_text("worlds: {copied: {}, fresh: {}}\n")
+    arguments = [*SLURM_ARGS, "--configfile", str(SMOKE), str(config), str(workdir / "worlds.yaml")]
+    return workdir, arguments, snakemake(workdir, *arguments, cores=())
+
+
+def _slurm_job_ids(output: str) -> list[str]:
+    return [line.split("SLURM jobid ")[1].split()[0] for line in output.splitlines() if "has been submitted with SLURM jobid" in line]
+
+
+def _jobs(results: Path) -> dict[Path, int]:
+    """One benchmark file per job that ran, with its modification time."""
+    return {path.relative_to(results / "benchmarks"): path.stat().st_mtime_ns for path in (results / "benchmarks").rglob("*.tsv")}
+
+
+def test_slurm_profile_runs_two_worlds_each_job_a_slurm_job(slurm_worlds, external_run):
+    """Every job of the `fresh` world and the cross-world summary was its own SLURM job and completed; the
+    world's jobs and its summary and findings (byte for byte) are the plain run's; the cross-world tables
+    stack both worlds."""
+    import pandas as pd
+
+    workdir, _, result = slurm_worlds
+    plain_workdir = external_run[0]
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "rule copied_" not in output and "rule fresh_generate_interventions:" in output
-
-    def jobs(results: Path) -> set[Path]:
-        """One benchmark file per job that ran."""
-        return {path.relative_to(results / "benchmarks") for path in (results / "benchmarks").rglob("*.tsv")}
-
     plain_results, worlds_results = plain_workdir / "results", workdir / "results"
-    assert jobs(worlds_results / "fresh") == jobs(plain_results)
-    submitted = [line.split("'")[1] for line in output.splitlines() if "with external jobid" in line]
-    assert len(set(submitted)) == len(submitted) == len(jobs(plain_results)) + 1  # and the cross-world summary
-    spool = workdir / ".snakemake/local-cluster"
-    assert all((spool / f"{job}.exit").read_text().strip() == "0" for job in submitted)
-    assert len({(spool / f"{job}.pid").read_text().strip() for job in submitted}) == len(submitted)
-
-    assert (worlds_results / "fresh/summary.csv").read_bytes() == (plain_results / "summary.csv").read_bytes()
+    assert set(_jobs(worlds_results / "fresh")) == set(_jobs(plain_results))
+    submitted = _slurm_job_ids(output)
+    assert len(set(submitted)) == len(submitted) == len(_jobs(plain_results)) + 1  # and the cross-world summary
+    assert set(job_states(submitted).values()) == {"COMPLETED"}
+    for table in ("summary.csv", "findings.csv"):
+        assert (worlds_results / "fresh" / table).read_bytes() == (plain_results / table).read_bytes(), table
     assert (worlds_results / "fresh/report_notebook.html").exists()
     stacked = pd.read_csv(worlds_results / "cross_world/summary.csv")
     assert stacked.columns[0] == "world" and set(stacked["world"]) == {"copied", "fresh"}
@@ -405,6 +477,45 @@ def test_local_cluster_profile_runs_two_worlds_each_job_its_own_process(external
     assert list(verdicts.columns) == ["finding", "claim", "copied", "fresh"]
     assert verdicts["copied"].tolist() == verdicts["fresh"].tolist()
     assert len(verdicts) == pd.read_csv(plain_results / "findings.csv")["finding"].nunique()
+
+
+def test_slurm_faults_are_named_and_rerun_incomplete_finishes_without_redoing_work(slurm_worlds):
+    """A forced rerun of three jobs: one given 50 MB, which SLURM kills for exceeding it; one cancelled with
+    scancel while it runs; one left to finish. Snakemake names each failed rule with SLURM's verdict and
+    its log; --rerun-incomplete then finishes the run, redoing no job that had finished, and the summary
+    is the same bytes."""
+    import time
+
+    workdir, arguments, first = slurm_worlds
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    world = workdir / "results/fresh"
+    summary, before = (world / "summary.csv").read_bytes(), _jobs(world)
+    faulty = ["--forcerun", "fresh_tag_reading", "fresh_encoder_decoder", "fresh_figures", "--set-resources", "fresh_encoder_decoder:mem_mb=50",
+              "--retries", "0", "--keep-going"]
+    run = subprocess.Popen([SNAKEMAKE, *arguments, *faulty], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, cancelled = time.monotonic() + 600, None
+    while cancelled is None and time.monotonic() < deadline and run.poll() is None:
+        running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True).stdout.splitlines()
+        cancelled = next((line.split()[0] for line in running if "rule_fresh_tag_reading" in line), None)
+        time.sleep(1)
+    assert cancelled is not None, "the tag-reading job never ran"
+    subprocess.run(["scancel", cancelled], check=True)
+    output, _ = run.communicate(timeout=900)
+    assert run.returncode != 0
+    assert "Error in rule fresh_tag_reading" in output and f"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'" in output, output[-3000:]
+    starved = output.split("Error in rule fresh_encoder_decoder", 1)[1].split("external_jobid: ", 1)[1].split()[0]
+    log = next((workdir / ".snakemake/slurm_logs").rglob(f"{starved}.log"))
+    assert "exceeded memory limit" in log.read_text() and str(log) in output
+    after_faults = _jobs(world)
+    finished = {job for job, mtime in after_faults.items() if before.get(job) != mtime}
+    assert any("figures" in str(job) for job in finished), finished
+    rerun = snakemake(workdir, *arguments, "--rerun-incomplete", "--retries", "0", cores=())
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0 and "rule fresh_tag_reading:" in output and "rule fresh_encoder_decoder:" in output, output[-3000:]
+    after_rerun = _jobs(world)
+    assert {job: after_rerun[job] for job in finished} == {job: after_faults[job] for job in finished}, "a finished job was redone"
+    assert after_rerun[Path("tag_reading.tsv")] != before[Path("tag_reading.tsv")]
+    assert (world / "summary.csv").read_bytes() == summary
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -196,8 +196,12 @@ def world_sources(config: dict[str, Any]) -> WorldSources:
     )
 
 
-def resolve_device(device: str) -> str:
-    """`auto` means CUDA when present; anything else is passed through after a sanity check."""
+def resolve_device(device: str, *, check_cuda_here: bool = True) -> str:
+    """`auto` means CUDA when present; anything else is passed through after a sanity check. Where the jobs
+    run on other machines (a cluster's nodes) or this is a job itself, `cuda` is not checked here: each
+    job that runs a model checks it where it runs, and a job that runs none needs no GPU."""
+    if device.startswith("cuda") and not check_cuda_here:
+        return device
     if device == "cpu" or (device == "auto" and not any(Path(path).exists() for path in GPU_DRIVER_PATHS)):
         return "cpu"
     import torch  # seconds to import: only where CUDA may be there to find

@@ -22,7 +22,9 @@ from crosscoder_interventions.errors import ConfigError
 try:
     validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
     check_startup(config)
-    DEVICE = resolve_device(config["device"])
+    # The device the jobs are planned for. Whether they will run here is known only when the run starts
+    # (a cluster's jobs run on its nodes, which may have the GPU this node lacks): `cuda` is checked then.
+    DEVICE = resolve_device(config["device"], check_cuda_here=False)
 except ConfigError as error:
     sys.exit(f"error: {error}")
 
@@ -38,7 +40,9 @@ WORLD = world_sources(config)
 EMBEDDED = config["embedded_world"]
 # Every compute rule takes all the cores it is given (torch parallelises within a job). Not
 # workflow.cores: that fails when no --cores is given, as for `snakemake --report` (snakemake#3691).
-CORES = workflow.resource_settings.cores or 1
+# A cluster job runs with `--cores all`, the node's cores, not those it was given: there its threads,
+# which may not exceed what it asked for when it was submitted, are one (raised per rule with --set-threads).
+CORES = 1 if workflow.remote_exec else workflow.resource_settings.cores or 1
 # Rules that run a model declare gpu=GPU (Snakemake's standard resource; profiles/default limits it to
 # one, so GPU jobs run one at a time while CPU-only jobs run beside them) and MODEL_THREADS: a job on
 # CUDA keeps one core busy feeding the GPU, a job on the CPU uses every core torch is given.
@@ -99,6 +103,8 @@ CROSSCODER = {"path": WORLD.crosscoder, "normalisation": WORLD.crosscoder_normal
 onstart:
     # Not in a dry run: an external world's crosscoder and hub models and data are needed only to run.
     try:
+        if not workflow.non_local_exec:
+            resolve_device(config["device"])
         check_artefacts(config)
     except ConfigError as error:
         sys.exit(f"error: {error}")

@@ -9,6 +9,7 @@ from crosscoder_interventions.config import (
     check_rules_spare,
     ignored_by_git,
     provided_paths,
+    resolve_device,
     validate_config,
     world_configs,
     world_sources,
@@ -49,6 +50,8 @@ onstart:
     # A module's own onstart is not run: check every world's artefacts here.
     for world_name, world_config in WORLD_CONFIGS.items():
         try:
+            if not workflow.non_local_exec:
+                resolve_device(world_config["device"])
             check_artefacts(world_config)
         except ConfigError as error:
             sys.exit(f"error: world '{world_name}': {error}")

@@ -2,13 +2,13 @@
 # A SLURM cluster of one node, this machine, to try the SLURM profile without a cluster (and to test it):
 #
 #   sudo workflow/profiles/slurm/single-node-cluster.sh start   # installs slurm-wlm and munge with apt if missing
-#   export SLURM_CONF=/var/tmp/single-node-slurm/slurm.conf     # what `start` prints: sbatch, squeue and scancel read it
-#   .venv/bin/snakemake --workflow-profile workflow/profiles/slurm --slurm-partition-config workflow/profiles/slurm/single-node.yaml ...
+#   .venv/bin/snakemake --workflow-profile workflow/profiles/slurm --slurm-partition-config workflow/profiles/slurm/single-node.yaml \
+#       --slurm-status-command squeue --configfile my_world.yaml
 #   sudo workflow/profiles/slurm/single-node-cluster.sh stop
 #
-# Its configuration lives in its own folder (SLURM_DIR, default /var/tmp/single-node-slurm) and reaches the
-# daemons and the clients through SLURM_CONF, so a SLURM already configured on the machine is left alone.
-# The node is this host with all its CPUs and most of its memory, in one partition, `main`. There is no
+# Its configuration is SLURM's default file, /etc/slurm/slurm.conf (a job's own srun reads it from there:
+# Snakemake's job step drops SLURM_CONF), marked as this script's: a configuration it did not write stops
+# it. State and logs go to SLURM_DIR (default /var/tmp/single-node-slurm). The node is this host with all its CPUs and most of its memory, in one partition, `main`. There is no
 # accounting database: Snakemake asks squeue for job states (--slurm-status-command squeue), and finished
 # jobs stay visible there for an hour (MinJobAge). A job that outgrows its memory request is killed
 # (OverMemoryKill, from the memory its processes use, sampled every few seconds), as is one that outlives
@@ -16,7 +16,8 @@
 set -euo pipefail
 
 SLURM_DIR=${SLURM_DIR:-/var/tmp/single-node-slurm}
-CONF=$SLURM_DIR/slurm.conf
+CONF=/etc/slurm/slurm.conf
+MARK="# Written by workflow/profiles/slurm/single-node-cluster.sh: a one-node cluster of this machine."
 HOST=$(hostname -s)
 
 fail() { echo "single-node-cluster: $*" >&2; exit 1; }
@@ -28,7 +29,10 @@ start() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null \
             || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }
     fi
-    mkdir -p "$SLURM_DIR"/{state,spool,log} /run/munge
+    if [ -e "$CONF" ] && [ "$(head -1 "$CONF")" != "$MARK" ]; then
+        fail "$CONF exists and was not written by this script; it would replace this machine's SLURM configuration, so it stops."
+    fi
+    mkdir -p "$SLURM_DIR"/{state,spool,log} /run/munge /etc/slurm
     [ -s /etc/munge/munge.key ] || mungekey --create --force
     chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
     pgrep -x munged >/dev/null || su munge -s /bin/sh -c munged
@@ -36,6 +40,7 @@ start() {
     cpus=$(nproc)
     memory_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
     cat >"$CONF" <<EOF
+$MARK
 ClusterName=single-node
 SlurmctldHost=$HOST
 SlurmUser=root
@@ -62,12 +67,11 @@ SchedulerType=sched/backfill
 NodeName=$HOST CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
 PartitionName=main Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-    export SLURM_CONF=$CONF
-    pgrep -x slurmctld >/dev/null || slurmctld -f "$CONF"
-    pgrep -x slurmd >/dev/null || slurmd -f "$CONF"
+    pgrep -x slurmctld >/dev/null || slurmctld
+    pgrep -x slurmd >/dev/null || slurmd
     for _ in $(seq 30); do
         if sinfo -h -o %T 2>/dev/null | grep -qx idle; then
-            echo "export SLURM_CONF=$CONF"
+            echo "single-node-cluster: partition main on $HOST, $cpus CPUs, $memory_mb MB"
             return
         fi
         sleep 1
@@ -78,7 +82,11 @@ EOF
 stop() {
     pkill -x slurmd || true
     pkill -x slurmctld || true
-    echo "stopped; $SLURM_DIR keeps the configuration, state and logs."
+    for _ in $(seq 30); do
+        pgrep -x 'slurmd|slurmctld' >/dev/null || break
+        sleep 1
+    done
+    echo "single-node-cluster: stopped; $CONF and $SLURM_DIR (state, logs) stay for the next start."
 }
 
 case "${1:-}" in
