@@ -12,7 +12,8 @@
 # accounting database: Snakemake asks squeue for job states (--slurm-status-command squeue), and finished
 # jobs stay visible there for an hour (MinJobAge). A job that outgrows its memory request is killed
 # (OverMemoryKill, from the memory its processes use, sampled every few seconds), as is one that outlives
-# its time request. Needs root: the daemons and apt do.
+# its time request. Up to four jobs share a CPU (OverSubscribe), so that one job's start and Snakemake's
+# polling overlap another's work. Needs root: the daemons and apt do.
 set -euo pipefail
 
 SLURM_DIR=${SLURM_DIR:-/var/tmp/single-node-slurm}
@@ -65,9 +66,13 @@ KillWait=5
 ReturnToService=2
 SchedulerType=sched/backfill
 NodeName=$HOST CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
-PartitionName=main Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=main Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
-    pgrep -x slurmctld >/dev/null || slurmctld
+    if pgrep -x slurmctld >/dev/null; then
+        scontrol reconfigure  # running already: it reads the configuration again
+    else
+        slurmctld
+    fi
     pgrep -x slurmd >/dev/null || slurmd
     for _ in $(seq 30); do
         if sinfo -h -o %T 2>/dev/null | grep -qx idle; then
@@ -83,7 +88,7 @@ stop() {
     pkill -x slurmd || true
     pkill -x slurmctld || true
     for _ in $(seq 30); do
-        pgrep -x 'slurmd|slurmctld' >/dev/null || break
+        pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break
         sleep 1
     done
     echo "single-node-cluster: stopped; $CONF and $SLURM_DIR (state, logs) stay for the next start."
