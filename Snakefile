@@ -2,6 +2,7 @@
 # common.smk validates the config and checks every input before any job starts.
 import os
 import sys
+import time
 
 from snakemake.utils import min_version, update_config
 
@@ -9,6 +10,9 @@ from crosscoder_interventions.config import read_config_file
 from crosscoder_interventions.errors import ConfigError
 
 min_version("9.0")
+
+# When this invocation started, for results/runs.csv (crosscoder_interventions.timings).
+RUN_STARTED = time.time()
 
 # What `snakemake --report` opens with: what was run and how to read the report.
 report: "workflow/report/workflow.rst"

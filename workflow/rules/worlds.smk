@@ -3,6 +3,7 @@
 # <results_dir>/<world>/ and are named <world>_<rule>; cross_world_summary sets their summaries and
 # findings side by side. Nothing is shared between worlds: two embedded worlds each build their own.
 import sys
+import time
 
 from crosscoder_interventions.artefacts import check_artefacts
 from crosscoder_interventions.config import (
@@ -15,6 +16,7 @@ from crosscoder_interventions.config import (
     world_sources,
 )
 from crosscoder_interventions.errors import ConfigError
+from crosscoder_interventions.timings import write_timings
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 try:
@@ -56,6 +58,11 @@ onstart:
         except ConfigError as error:
             sys.exit(f"error: world '{world_name}': {error}")
     ignored_by_git(RESULTS)
+
+
+onsuccess:
+    # Every world's jobs, under their worlds' folders.
+    write_timings(RESULTS, RUN_STARTED, time.time())
 
 
 rule cross_world_summary:

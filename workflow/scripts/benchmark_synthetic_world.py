@@ -7,10 +7,11 @@
 # %%
 import json
 
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.synthetic import build_synthetic_world
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
+work_begins()
 stats = build_synthetic_world(
     snakemake.output.world,
     snakemake.params.synthetic,

@@ -9,12 +9,13 @@
 # %%
 from pathlib import Path
 
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.corpus import generate_corpus
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 corpus = snakemake.params.corpus
 seed = snakemake.params.seed
+work_begins()
 
 # %%
 splits = {

@@ -8,10 +8,11 @@ import pandas as pd
 
 from crosscoder_interventions.analysis.cross_world import stack_worlds, verdicts_by_world
 from crosscoder_interventions.analysis.scoring import read_summary, write_csv
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 worlds = snakemake.params.worlds
+work_begins()
 
 # %%
 summary = stack_worlds({world: read_summary(path) for world, path in zip(worlds, snakemake.input.summaries)})

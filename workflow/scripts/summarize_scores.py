@@ -7,10 +7,11 @@
 import pandas as pd
 
 from crosscoder_interventions.analysis.scoring import best_settings, summarize, write_csv
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.scores], ignore_index=True)
+work_begins()
 
 # %%
 summary = summarize(scores)

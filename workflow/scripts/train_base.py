@@ -12,12 +12,13 @@ import json
 import pandas as pd
 from transformers import AutoTokenizer
 
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.lm_training import build_model, train_causal_lm
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 corpus = pd.read_parquet(snakemake.input.train)
 tokenizer = AutoTokenizer.from_pretrained(snakemake.input.tokenizer)
+work_begins()
 
 # %%
 model = build_model(snakemake.params.model, tokenizer, seed=snakemake.params.seed)

