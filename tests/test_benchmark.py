@@ -5,7 +5,7 @@ import pytest
 import torch
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
-from crosscoder_interventions.benchmark import PLAIN, Timing, representative_settings, time_generation, timing_table
+from crosscoder_interventions.benchmark import PLAIN, Timing, count_dispatches, representative_settings, time_generation, timing_table
 from crosscoder_interventions.engine.interventions import (
     GradientSteering,
     ManyLayerAblation,
@@ -46,14 +46,26 @@ def test_representative_settings_are_the_middle_of_each_sweep():
 
 def test_ratios_are_times_per_token_over_plain_and_over_the_fast_path():
     table = timing_table([
-        Timing(PLAIN, "", 4, 40, 2.0),
-        Timing("many_layer_ablation", "m", 4, 40, 5.0),
-        Timing("reference_many_layer_ablation", "m", 1, 10, 12.5),
+        Timing(PLAIN, "", 4, 40, 2.0, 400, 40),
+        Timing("many_layer_ablation", "m", 4, 40, 5.0, 2000, 80),
+        Timing("reference_many_layer_ablation", "m", 1, 10, 12.5, 5000, 10),
     ]).set_index("entry")
     assert table["seconds_per_token"].tolist() == pytest.approx([0.05, 0.125, 1.25])
+    assert table["operations_per_token"].tolist() == [10, 50, 500] and table["host_syncs_per_token"].tolist() == [1, 2, 1]
     assert table["ratio_to_plain"].tolist() == pytest.approx([1.0, 2.5, 25.0])
     assert table.loc["reference_many_layer_ablation", "ratio_to_fast"] == pytest.approx(10.0)
     assert table["ratio_to_fast"].isna().sum() == 2
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_dispatches_and_host_synchronisations_are_counted(device):
+    """Three operations and one read of a value; a boolean mask's indexing waits too, an integer index's does not."""
+    require_device(device)
+    x = torch.arange(6.0, device=device)
+    assert count_dispatches(lambda: (x * 2).sum().item(), torch.device(device)) == (3, 1)
+    assert count_dispatches(lambda: x[x > 2], torch.device(device)) == (2, 1)
+    assert count_dispatches(lambda: x[torch.tensor([0, 2], device=device)], torch.device(device))[1] == 0
+    assert count_dispatches(lambda: torch.where(x > 2, x, 0.0).cumsum(0), torch.device(device)) == (4, 0)  # 0.0 becomes a tensor
 
 
 @pytest.mark.parametrize("device_dtype", device_dtype_params())
@@ -70,3 +82,4 @@ def test_a_timing_run_covers_every_entry(tmp_path, device_dtype):
     assert table["entry"].tolist() == [PLAIN, "hf_generate", "many_layer_ablation", "reference_many_layer_ablation"]
     assert table["new_tokens"].tolist() == [4, 4, 4, 2]
     assert (table["seconds"] > 0).all()
+    assert (table["operations_per_token"] > 10).all() and (table["host_syncs_per_token"] >= 0).all()

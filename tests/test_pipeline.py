@@ -99,7 +99,7 @@ def test_the_run_measured_every_job_start_up_and_work(smoke_run):
     assert (timings["startup_s"] > 0).all() and (timings["work_s"] >= 0).all()
     # Snakemake's measurement also holds the launch of the job's process and its shutdown after the last line.
     measured = timings["startup_s"] + timings["work_s"]
-    assert ((measured <= timings["wall_s"] + 0.5) & (measured >= timings["wall_s"] - 3)).all(), timings
+    assert ((measured <= timings["wall_s"] + 0.5) & (measured >= timings["wall_s"] - 5)).all(), timings
     assert timings["peak_gpu_mib"].isna().all()
     runs = pd.read_csv(smoke_run / "results/runs.csv")
     assert len(runs) == 1 and runs["jobs"].iloc[0] == len(timings)

@@ -73,6 +73,7 @@ def test_real_shape_benchmark_plans_and_runs_at_a_small_size(tmp_path):
     entries = {"bridge_generate", "hf_generate", "many_layer_ablation", "perturbation_clamping", "reference_perturbation_ablation"}
     assert entries <= set(table["entry"])
     assert (table["target_fraction"] == 0.5).all() and (table["n_features"] == 256).all()
+    assert (table["operations_per_token"] > 0).all() and table["host_syncs_per_token"].notna().all()
     assert (workdir / "results/benchmark/interventions.png").stat().st_size > 0
     world = yaml.safe_load((workdir / "results/benchmark/synthetic_world.json").read_text())
     assert world["d_model"] == 32 and world["vocab_size"] == 1000

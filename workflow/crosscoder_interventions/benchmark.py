@@ -5,6 +5,14 @@ so that times per generated token compare like with like. `ratio_to_plain` is an
 generated token over that of plain generation through the bridge (`TransformerBridge.generate`
 with its key/value cache); raw Hugging Face `generate` is the floor underneath both.
 
+On a GPU the engine's time goes to launching kernels and to the host waiting for the device, so each
+entry is also run once more, untimed, counting per generated token the operations it dispatches
+(torch's aten operations) and its host synchronisations: on CUDA, those torch's sync debug mode reports;
+on the CPU, where the host never waits, the dispatched operations that make a CUDA host wait (reading a
+tensor's value into Python, as `.item()` and `bool()` do, and operations whose output size depends on
+values: `nonzero`, boolean-mask indexing, `masked_select`, `unique`). `.tolist()` dispatches nothing on
+the CPU, so the CPU count misses it.
+
 Shape letters: R rows (prompts), S prompt positions (left-padded).
 """
 
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,7 +28,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+import torch
 from matplotlib.patches import Rectangle
+from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -42,6 +53,56 @@ class Timing:
     n_prompts: int
     new_tokens: int
     seconds: float
+    operations: int
+    host_syncs: int
+
+
+aten = torch.ops.aten
+# Operations that make a CUDA host wait for the device whatever their inputs.
+SYNCING_OPERATIONS = {
+    aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default, aten._unique2.default,
+    aten.unique_dim.default, aten.unique_consecutive.default, aten.repeat_interleave.Tensor,
+}
+# Indexing that does too when an index is a boolean mask (its result's size is the mask's count).
+MASK_INDEXING = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default}
+
+
+class _DispatchCounter(TorchDispatchMode):
+    """Counts every aten operation dispatched, and those that would make a CUDA host wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operations = 0
+        self.syncing = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]  # torch's own signature
+        self.operations += 1
+        if func in SYNCING_OPERATIONS or (
+            func in MASK_INDEXING and any(index is not None and index.dtype == torch.bool for index in args[1])
+        ):
+            self.syncing += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_dispatches(run: Callable[[], object], device: torch.device) -> tuple[int, int]:
+    """The aten operations `run` dispatches and its host synchronisations: counted by torch's CUDA sync
+    debug mode on CUDA, and as the operations that would synchronise there on the CPU."""
+    counter = _DispatchCounter()
+    if device.type != "cuda":
+        with counter:
+            run()
+        return counter.operations, counter.syncing
+    torch.cuda.synchronize(device)
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with counter:
+                run()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    return counter.operations, sum("synchronizing CUDA operation" in str(warning.message) for warning in caught)
 
 
 def representative_settings(
@@ -82,7 +143,6 @@ def time_generation(
     reference loop under each setting on the first `reference_prompts` prompts (once: it is slow)."""
     pad_id = bridge.tokenizer.pad_token_id
     tokens_RS, mask_RS = (t.to(device_of(bridge)) for t in padded_batch([list(prompt) for prompt in prompts], pad_id, left=True))
-    n_new = max_new_tokens * len(prompts)
 
     def bridge_generate() -> None:
         bridge.generate(
@@ -106,31 +166,34 @@ def time_generation(
         )
 
     timings: list[Timing] = []
+    device = device_of(bridge)
 
-    def record(timing: Timing) -> None:
+    def record(entry: str, setting: str, n_prompts: int, run: Callable[[], object], times: int) -> None:
         # One log line per entry as it is measured: a long run shows its progress, and a run stopped
         # part-way still tells what it had measured.
+        seconds = _best_seconds(run, times)
+        operations, host_syncs = count_dispatches(run, device)
+        timing = Timing(entry, setting, n_prompts, max_new_tokens * n_prompts, seconds, operations, host_syncs)
         timings.append(timing)
-        log.info("timed %s %s: %.3f ms per generated token", timing.entry, timing.setting, 1e3 * timing.seconds / timing.new_tokens)
+        log.info("timed %s %s: %.3f ms, %.1f operations and %.2f host synchronisations per generated token", entry, setting,
+                 1e3 * seconds / timing.new_tokens, operations / timing.new_tokens, host_syncs / timing.new_tokens)
 
     # Untimed: the first call pays for lazy initialisation (on CUDA the context, kernels, the
     # allocator's pool), a cost of the process rather than of any method, and it would otherwise fall
     # on the denominator of every ratio when repeats is 1.
     bridge_generate()
-    record(Timing(PLAIN, "", len(prompts), n_new, _best_seconds(bridge_generate, repeats)))
-    record(Timing("hf_generate", "", len(prompts), n_new, _best_seconds(hf_generate, repeats)))
+    record(PLAIN, "", len(prompts), bridge_generate, repeats)
+    record("hf_generate", "", len(prompts), hf_generate, repeats)
     for entry, setting in settings.items():
-        seconds = _best_seconds(
-            lambda: generate(bridge, crosscoder, prompts, [setting], max_new_tokens=max_new_tokens, starts=starts, progress=False),  # noqa: B023 (called within this iteration)
-            repeats,
-        )
-        record(Timing(entry, label(setting), len(prompts), n_new, seconds))
+        record(entry, label(setting), len(prompts),
+               lambda: generate(bridge, crosscoder, prompts, [setting], max_new_tokens=max_new_tokens, starts=starts, progress=False),  # noqa: B023 (called within this iteration)
+               repeats)
     for entry, setting in settings.items() if reference_prompts else ():
-        began = time.perf_counter()
-        for prompt, start in tqdm(list(zip(prompts[:reference_prompts], starts)), desc=f"reference {entry}", unit="prompt"):
-            reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=max_new_tokens, start=start)
-        seconds = time.perf_counter() - began
-        record(Timing(f"reference_{entry}", label(setting), reference_prompts, max_new_tokens * reference_prompts, seconds))
+        def reference() -> None:
+            for prompt, start in tqdm(list(zip(prompts[:reference_prompts], starts)), desc=f"reference {entry}", unit="prompt"):  # noqa: B023
+                reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=max_new_tokens, start=start)  # noqa: B023
+
+        record(f"reference_{entry}", label(setting), reference_prompts, reference, 1)
     return timings
 
 
@@ -139,6 +202,8 @@ def timing_table(timings: Sequence[Timing]) -> pd.DataFrame:
     reference rows, how many times slower than the fast path under the same setting."""
     table = pd.DataFrame([asdict(timing) for timing in timings])
     table["seconds_per_token"] = table["seconds"] / table["new_tokens"]
+    table["operations_per_token"] = table["operations"] / table["new_tokens"]
+    table["host_syncs_per_token"] = table["host_syncs"] / table["new_tokens"]
     table["tokens_per_s"] = 1.0 / table["seconds_per_token"]
     plain = float(table.loc[table["entry"] == PLAIN, "seconds_per_token"].iloc[0])
     table["ratio_to_plain"] = table["seconds_per_token"] / plain
