@@ -46,12 +46,13 @@ def test_representative_settings_are_the_middle_of_each_sweep():
 
 def test_ratios_are_times_per_token_over_plain_and_over_the_fast_path():
     table = timing_table([
-        Timing(PLAIN, "", 4, 40, 2.0, 400, 40),
-        Timing("many_layer_ablation", "m", 4, 40, 5.0, 2000, 80),
-        Timing("reference_many_layer_ablation", "m", 1, 10, 12.5, 5000, 10),
+        Timing(PLAIN, "", 4, 40, 2.0, 400, 40, 10),
+        Timing("many_layer_ablation", "m", 4, 40, 5.0, 2000, 80, 10),
+        Timing("reference_many_layer_ablation", "m", 1, 10, 12.5, 5000, 10, 10),
     ]).set_index("entry")
     assert table["seconds_per_token"].tolist() == pytest.approx([0.05, 0.125, 1.25])
     assert table["operations_per_token"].tolist() == [10, 50, 500] and table["host_syncs_per_token"].tolist() == [1, 2, 1]
+    assert table["operations_per_step"].tolist() == [40, 200, 500] and table["host_syncs_per_step"].tolist() == [4, 8, 1]
     assert table["ratio_to_plain"].tolist() == pytest.approx([1.0, 2.5, 25.0])
     assert table.loc["reference_many_layer_ablation", "ratio_to_fast"] == pytest.approx(10.0)
     assert table["ratio_to_fast"].isna().sum() == 2
@@ -80,6 +81,6 @@ def test_a_timing_run_covers_every_entry(tmp_path, device_dtype):
     settings = {"many_layer_ablation": ManyLayerAblation(3, 1.0)}
     table = timing_table(time_generation(bridge, crosscoder, prompts, [0, 2], settings, max_new_tokens=2, reference_prompts=1, repeats=1))
     assert table["entry"].tolist() == [PLAIN, "hf_generate", "many_layer_ablation", "reference_many_layer_ablation"]
-    assert table["new_tokens"].tolist() == [4, 4, 4, 2]
+    assert table["new_tokens"].tolist() == [4, 4, 4, 2] and table["decode_steps"].tolist() == [2, 2, 2, 2]
     assert (table["seconds"] > 0).all()
     assert (table["operations_per_token"] > 10).all() and (table["host_syncs_per_token"] >= 0).all()

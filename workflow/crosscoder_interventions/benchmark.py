@@ -55,6 +55,9 @@ class Timing:
     seconds: float
     operations: int
     host_syncs: int
+    # Forward passes in sequence: one per new token for a batch, one per new token per prompt for the
+    # reference loop, which runs one prompt at a time.
+    decode_steps: int
 
 
 aten = torch.ops.aten
@@ -168,12 +171,13 @@ def time_generation(
     timings: list[Timing] = []
     device = device_of(bridge)
 
-    def record(entry: str, setting: str, n_prompts: int, run: Callable[[], object], times: int) -> None:
+    def record(entry: str, setting: str, n_prompts: int, run: Callable[[], object], times: int, *, batched: bool = True) -> None:
         # One log line per entry as it is measured: a long run shows its progress, and a run stopped
         # part-way still tells what it had measured.
         seconds = _best_seconds(run, times)
         operations, host_syncs = count_dispatches(run, device)
-        timing = Timing(entry, setting, n_prompts, max_new_tokens * n_prompts, seconds, operations, host_syncs)
+        steps = max_new_tokens if batched else max_new_tokens * n_prompts
+        timing = Timing(entry, setting, n_prompts, max_new_tokens * n_prompts, seconds, operations, host_syncs, steps)
         timings.append(timing)
         log.info("timed %s %s: %.3f ms, %.1f operations and %.2f host synchronisations per generated token", entry, setting,
                  1e3 * seconds / timing.new_tokens, operations / timing.new_tokens, host_syncs / timing.new_tokens)
@@ -193,7 +197,7 @@ def time_generation(
             for prompt, start in tqdm(list(zip(prompts[:reference_prompts], starts)), desc=f"reference {entry}", unit="prompt"):  # noqa: B023
                 reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=max_new_tokens, start=start)  # noqa: B023
 
-        record(f"reference_{entry}", label(setting), reference_prompts, reference, 1)
+        record(f"reference_{entry}", label(setting), reference_prompts, reference, 1, batched=False)
     return timings
 
 
@@ -204,6 +208,10 @@ def timing_table(timings: Sequence[Timing]) -> pd.DataFrame:
     table["seconds_per_token"] = table["seconds"] / table["new_tokens"]
     table["operations_per_token"] = table["operations"] / table["new_tokens"]
     table["host_syncs_per_token"] = table["host_syncs"] / table["new_tokens"]
+    # A batch's rows share each step's launches and waits, so per token they shrink with the batch; per
+    # step they do not.
+    table["operations_per_step"] = table["operations"] / table["decode_steps"]
+    table["host_syncs_per_step"] = table["host_syncs"] / table["decode_steps"]
     table["tokens_per_s"] = 1.0 / table["seconds_per_token"]
     plain = float(table.loc[table["entry"] == PLAIN, "seconds_per_token"].iloc[0])
     table["ratio_to_plain"] = table["seconds_per_token"] / plain
