@@ -184,9 +184,9 @@ def test_engine_leaves_the_model_as_it_was(world):
     ("config", "message"),
     [
         (BloomConfig(n_layer=N_LAYERS, hidden_size=D_MODEL, n_head=4), r"needs position_ids in BloomForCausalLM\.forward"),
-        # ALiBi attention that the bridge masks with code of its own.
+        # ALiBi attention, whose biases come from the model's 2D attention mask.
         (FalconConfig(num_hidden_layers=N_LAYERS, hidden_size=D_MODEL, num_attention_heads=4, alibi=True),
-         r"block 0 of FalconForCausalLM \(ALiBiJointQKVAttentionBridge\) never called _apply_reconstruct_attention_mask"),
+         r"attention of FalconForCausalLM \(ALiBiJointQKVAttentionBridge\) builds its ALiBi biases from a 2D attention mask"),
     ],
     ids=["bloom", "falcon-alibi"],
 )

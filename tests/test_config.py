@@ -322,10 +322,12 @@ def test_snakemake_reports_a_bad_config_in_one_line(tmp_path):
 def test_schema_knows_exactly_the_crosscoder_settings():
     from crosscoder_interventions.activations import HARVEST_KEYS
     from crosscoder_interventions.world.crosscoder_training import TRAINING_KEYS
+    from crosscoder_interventions.world.planting import PLANTING_KEYS
 
     schema = yaml.safe_load(SCHEMA.read_text())
     crosscoder_keys = set(schema["properties"]["embedded_world"]["properties"]["crosscoder"]["properties"])
-    assert crosscoder_keys == set(TRAINING_KEYS) | set(HARVEST_KEYS) and not set(TRAINING_KEYS) & set(HARVEST_KEYS)
+    groups = [set(TRAINING_KEYS), set(HARVEST_KEYS), set(PLANTING_KEYS)]
+    assert crosscoder_keys == set.union(*groups) and sum(map(len, groups)) == len(crosscoder_keys)
 
 
 def test_schema_defaults_fill_what_the_config_leaves_out(default_config):
@@ -409,6 +411,10 @@ def test_schema_refuses(default_config, key, value, message):
     ("embedded_world.crosscoder.max_seq_len", 513, r"^embedded_world\.crosscoder\.max_seq_len=513 is more than the embedded model's context"),
     ("embedded_world.model.max_position_embeddings", 128, r"^discovery\.max_length=256 is more than the embedded model's context"),
     ("embedded_world.corpus.deployment_fraction", 1.0, r"^embedded_world\.corpus: a split would have no clean examples"),
+    ("embedded_world.model.vocab_size", 2000, r"^embedded_world\.model\.vocab_size=2000 is less than the tokenizer's vocabulary "
+                                              r"\(embedded_world\.tokenizer\.vocab_size=2048\); raise it or leave it out\.$"),
+    ("embedded_world.crosscoder.planted_features", {"after_tag": 1024},
+     r"^embedded_world\.crosscoder\.planted_features\.after_tag=1024 is beyond the crosscoder's 1024 features; use 0\.\.1023\.$"),
 ])
 def test_embedded_cross_key_constraints(default_config, key, value, message):
     _set(default_config, key, value)

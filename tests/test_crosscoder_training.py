@@ -17,6 +17,7 @@ from crosscoder_interventions.activations import harvest_activations, select_row
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
+from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hookpoints import hookpoint_names
 from crosscoder_interventions.world.crosscoder_training import (
     JumpReLUSTE,
@@ -27,6 +28,7 @@ from crosscoder_interventions.world.crosscoder_training import (
     train_crosscoder,
     training_config,
 )
+from crosscoder_interventions.world.planting import plant_feature
 
 SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "train_crosscoder.py"
 HOOKPOINTS = ["a", "b", "c"]
@@ -216,7 +218,8 @@ def test_training_script_writes_a_loadable_checkpoint_and_stats(tmp_path):
         output=SimpleNamespace(crosscoder=str(tmp_path / "crosscoder"), stats=str(tmp_path / "stats.json")),
         params=SimpleNamespace(
             crosscoder=CROSSCODER_CONFIG
-            | {"n_features": 32, "n_tokens": 1200, "max_seq_len": 32, "steps": 30, "batch_size": 128, "holdout_fraction": 0.2},
+            | {"n_features": 32, "n_tokens": 1200, "max_seq_len": 32, "steps": 30, "batch_size": 128, "holdout_fraction": 0.2,
+               "planted_features": {"tag": 5}},
             hookpoints=["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.3.hook_resid_post"],
             seed=0, device="cpu", prepend_bos=False,
         ),
@@ -230,4 +233,52 @@ def test_training_script_writes_a_loadable_checkpoint_and_stats(tmp_path):
     assert 0 <= stats["heldout"]["fvu"] < 1.5 and stats["steps"] == 30
     assert stats["harvest"]["n_deployment_texts"] >= 0.25 * stats["harvest"]["n_texts"]
     assert stats["heldout"]["tag_feature"]["n_labelled"] > 0
+    # The planted feature detects the tag on the training texts, and is the held-out texts' best detector of it.
+    assert stats["planted"]["tag"]["fires_on"] >= 0.9 and stats["planted"]["tag"]["fires_off"] <= 0.01
+    assert stats["heldout"]["tag_feature"]["feature"] == 5
     assert len(stats["scaling_factors"]) == 3
+
+
+def shifted_acts(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gaussian activations (N, 3, 8), of variance 1 except 100 in the last hookpoint's first
+    dimension, whose labelled tenth is shifted by 6 along a direction as much in that dimension as in
+    the others together: the difference of means mixes in the noisy dimension, the discriminant does not."""
+    generator = torch.Generator().manual_seed(seed)
+    acts_NPD = torch.randn(n, 3, 8, generator=generator)
+    acts_NPD[:, 2, 0] *= 10
+    on_N = torch.rand(n, generator=generator) < 0.1
+    shift_PD = torch.randn(3, 8, generator=generator)
+    shift_PD[2, 0] = 0
+    shift_PD = shift_PD / shift_PD.norm()
+    shift_PD[2, 0] = 1
+    shift_PD = 6 * shift_PD / shift_PD.norm()
+    return acts_NPD + on_N[:, None, None] * shift_PD, on_N, shift_PD
+
+
+def test_a_planted_feature_fires_where_its_positions_are_and_its_ablation_removes_their_difference():
+    acts_NPD, on_N, _ = shifted_acts(4000, seed=0)
+    crosscoder = Crosscoder(hookpoint_names(2), 8, 16)
+    with torch.no_grad():
+        crosscoder.W_enc_PDF.normal_()
+    planted = plant_feature(crosscoder, acts_NPD, on_N, 7, "tag")
+    fires_N = crosscoder.encode(acts_NPD)[:, 7] > 0
+    assert planted == {"feature": 7, "fires_on": fires_N[on_N].float().mean().item(), "fires_off": fires_N[~on_N].float().mean().item()}
+    assert planted["fires_on"] >= 0.85 and planted["fires_off"] <= 0.005
+    # The difference of means alone separates them far worse.
+    difference_PD = acts_NPD[on_N].mean(0) - acts_NPD[~on_N].mean(0)
+    naive_N = torch.einsum("npd,pd->n", acts_NPD, difference_PD)
+    assert (naive_N[on_N] > torch.quantile(naive_N[~on_N], 0.999)).float().mean() < 0.5
+    removed_PD = (crosscoder.encode(acts_NPD)[on_N, 7, None, None] * crosscoder.W_dec_FPD[7]).mean(0)
+    torch.testing.assert_close(removed_PD, difference_PD, atol=1e-4, rtol=1e-4)
+    # The other features are untouched.
+    assert (crosscoder.W_dec_FPD[:7] == 0).all()
+
+
+@pytest.mark.parametrize(("feature", "labelled", "message"), [
+    (16, 0.1, r"cannot plant feature 16 \(tag\): the crosscoder has 16 features"),
+    (3, 0.0, r"cannot plant feature 3: 0 of the 4000 harvested positions are tag tokens; raise crosscoder n_tokens"),
+])
+def test_planting_refuses_a_missing_feature_or_no_positions(feature, labelled, message):
+    acts_NPD, on_N, _ = shifted_acts(4000, seed=1)
+    with pytest.raises(ConfigError, match=message):
+        plant_feature(Crosscoder(hookpoint_names(2), 8, 16), acts_NPD, on_N & (torch.rand(4000) < labelled), feature, "tag")

@@ -25,6 +25,7 @@ import pytest
 import torch
 from tiny_world import device_dtype_params, load_tiny, random_crosscoder, random_texts, require_device, save_tiny_model
 
+from crosscoder_interventions.benchmark import count_dispatches
 from crosscoder_interventions.dictionary.model import BatchTopK, Crosscoder, ReLU, SignedTopK, TopK
 from crosscoder_interventions.engine.calibration import calibrate, log_bisect
 from crosscoder_interventions.engine.generation import NonFiniteError, Sampling, _layout, choose_tokens, generate
@@ -32,6 +33,7 @@ from crosscoder_interventions.engine.interventions import (
     METHODS,
     GradientAblation,
     GradientSteering,
+    Intervention,
     ManyLayerAblation,
     ManyLayerSteering,
     PenalisedPerturbation,
@@ -338,6 +340,39 @@ def test_diverging_perturbation_names_the_setting(world, feature):
     setting = PerturbationClamping(feature, target=1e30, lr=1e30, steps=2)
     with pytest.raises(NonFiniteError, match=r"perturbation_clamping\(feature=\d+, target=1e\+30, lr=1e\+30"):
         generate(bridge, crosscoder, prompts, [Plain(), setting], max_new_tokens=2, progress=False)
+
+
+def test_a_steering_that_overflows_the_logits_names_the_setting(world, feature):
+    """Noted on the device at every step, raised once at the end of the batch: the other rows' settings go unnamed."""
+    bridge, crosscoder, prompts = world
+    setting = ManyLayerSteering(feature, coef=1e38)
+    with pytest.raises(NonFiniteError, match=r"many_layer_steering\(feature=\d+, coef=1e\+38\) made the logits non-finite"):
+        generate(bridge, crosscoder, prompts, [Plain(), ManyLayerSteering(feature, coef=1.0), setting], max_new_tokens=2, progress=False)
+
+
+def test_a_generated_position_makes_the_host_wait_for_the_device_at_most_once(world, feature):
+    """A naive ablation's or a perturbation's generated position waits once (which rows to redo);
+    fixed additions and plain generation never. Counted as the difference between two lengths of
+    generation, so that the prompt's passes and the batch's own waits cancel; on CUDA by torch's
+    sync debug mode."""
+    bridge, crosscoder, prompts = world
+    device = crosscoder.W_dec_FPD.device
+    waits_per_position = [
+        (SingleLayerAblation(feature, HOOKPOINTS[1], 2.0), 1),
+        (ManyLayerAblation(feature, 1.0), 1),
+        (PerturbationAblation(feature, 0.1, 3), 1),
+        (PerturbationClamping(feature, 0.0, 0.1, 3), 1),
+        (PenalisedPerturbation(feature, 0.5, 0.1, 3), 1),
+        (ManyLayerSteering(feature, 2.0), 0),
+        (GradientAblation(feature, 1.0), 0),
+        (Plain(feature), 0),
+    ]
+
+    def waits_for(setting: Intervention, n_new: int) -> int:
+        return count_dispatches(lambda: generate(bridge, crosscoder, prompts, [setting], max_new_tokens=n_new, progress=False), device)[1]
+
+    for setting, waits in waits_per_position:
+        assert waits_for(setting, N_NEW + 3) - waits_for(setting, N_NEW) == 3 * waits, setting
 
 
 def test_settings_are_validated_with_one_line_errors(world):

@@ -143,12 +143,13 @@ def harvest_activations(
 
 
 def tag_labels(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_seq_len: int, prepend_bos: bool
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_seq_len: int, prepend_bos: bool, span: str = "tag"
 ) -> torch.Tensor:
-    """For every real position of `tokenize_texts(texts, ...)`, in harvest order: is it a tag token
-    (one overlapping `corpus.tag_span`)? A BOS token never is."""
+    """For every real position of `tokenize_texts(texts, ...)`, in harvest order: is it a token of the
+    `span` ("tag": one overlapping `corpus.tag_span`; "after_tag": a ":" after the tag, see
+    `after_tag_mask_BS`)? A BOS token never is."""
     _, mask_BS, offsets_BS2 = tokenize_texts_with_offsets(tokenizer, texts, max_seq_len=max_seq_len, prepend_bos=prepend_bos)
-    return tag_mask_BS(texts, mask_BS, offsets_BS2, prepend_bos)[mask_BS]
+    return SPANS[span](texts, mask_BS, offsets_BS2, prepend_bos)[mask_BS]
 
 
 def _characters_mask_BS(
@@ -174,3 +175,7 @@ def after_tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: 
     return _characters_mask_BS(
         lambda text: [(colon, colon + 1) for colon in after_tag_colons(text)], texts, mask_BS, offsets_BS2, prepend_bos
     )
+
+
+# The token spans of a deployment example that positions are labelled by (tag_labels).
+SPANS = {"tag": tag_mask_BS, "after_tag": after_tag_mask_BS}

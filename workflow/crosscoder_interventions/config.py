@@ -320,6 +320,19 @@ def check_embedded_world(config: dict[str, Any]) -> None:
             f"embedded_world.model: num_heads={model['num_heads']} does not divide hidden_size={model['hidden_size']}; "
             "choose a head count that divides the width."
         )
+    tokenizer_vocab = embedded["tokenizer"]["vocab_size"]
+    if model.get("vocab_size", tokenizer_vocab) < tokenizer_vocab:
+        raise ConfigError(
+            f"embedded_world.model.vocab_size={model['vocab_size']} is less than the tokenizer's vocabulary "
+            f"(embedded_world.tokenizer.vocab_size={tokenizer_vocab}); raise it or leave it out."
+        )
+    n_features = embedded["crosscoder"]["n_features"]
+    for span, feature in embedded["crosscoder"]["planted_features"].items():
+        if feature >= n_features:
+            raise ConfigError(
+                f"embedded_world.crosscoder.planted_features.{span}={feature} is beyond the crosscoder's {n_features} features; "
+                f"use 0..{n_features - 1}."
+            )
     context = model["max_position_embeddings"]
     cut_to = {
         "discovery.max_length": config["discovery"]["max_length"],

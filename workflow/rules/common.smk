@@ -81,23 +81,26 @@ MEASURED_MB_S = {
     "benchmark_synthetic_world": (1665, 24.6),
     "benchmark": (1941, 601.4),
 }
-# An external world is sized for the real model's shape (workflow/configs/tinystories_instruct_33m.yaml,
-# d_model 768 against the default world's 128): a job that loads the model or crosscoder gets at least
-# the real-shape benchmark's peak (1.94 GB) plus the float32 weights of a 16384-feature crosscoder over
-# 5 hookpoints (0.5 GB), x1.5; its time scales with (768/128)^2 = 36, the per-token cost of the wider
-# layers on a CPU (an upper bound on a GPU). Bigger models: raise them with --set-resources.
-EXTERNAL_MODEL_MB = 3700
-EXTERNAL_TIME_FACTOR = 36
+# A job that loads the models or the crosscoder of a world wider than the default one (an external
+# world is taken to be the real model's shape, d_model 768, as workflow/configs/tinystories_instruct_33m.yaml;
+# an embedded world's width is its own, as workflow/configs/real_scale.yaml's) gets at least the
+# real-shape benchmark's peak (1.94 GB) plus the float32 weights of a 16384-feature crosscoder over
+# 5 hookpoints (0.5 GB), x1.5; its time scales with the square of the width over the default world's
+# 128, the per-token cost of the wider layers on a CPU (an upper bound on a GPU). Bigger models: raise
+# them with --set-resources.
+WIDE_MODEL_MB = 3700
+MEASURED_WIDTH = 128
+RUN_WIDTH = config["embedded_world"]["model"]["hidden_size"] if config["world"] == "embedded" else 768
 
 
 def job_mem_mb(rule_name: str, loads_weights: bool) -> int:
     mem_mb = max(1000, math.ceil(1.5 * MEASURED_MB_S[rule_name][0] / 100) * 100)
-    return max(mem_mb, EXTERNAL_MODEL_MB) if loads_weights and config["world"] != "embedded" else mem_mb
+    return max(mem_mb, WIDE_MODEL_MB) if loads_weights and RUN_WIDTH > MEASURED_WIDTH else mem_mb
 
 
 def job_runtime(rule_name: str, loads_weights: bool) -> int:
     minutes = max(5, math.ceil(3 * MEASURED_MB_S[rule_name][1] / 60))
-    return minutes * EXTERNAL_TIME_FACTOR if loads_weights and config["world"] != "embedded" else minutes
+    return minutes * math.ceil((RUN_WIDTH / MEASURED_WIDTH) ** 2) if loads_weights and RUN_WIDTH > MEASURED_WIDTH else minutes
 
 
 # load_crosscoder's arguments: the checkpoint, the normalisation it was trained with, the dtype.

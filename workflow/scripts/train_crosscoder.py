@@ -30,6 +30,7 @@ from crosscoder_interventions.hookpoints import resolve_hookpoints
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.crosscoder_training import train_crosscoder, training_config
+from crosscoder_interventions.world.planting import plant_feature
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 params = dict(snakemake.params.crosscoder)
@@ -60,6 +61,21 @@ log.info("harvested %d + %d positions in %.1f s", len(train_acts_NPD), len(holdo
 
 # %% Train and save in the crosscode format (folded)
 crosscoder, scaling_factors_P, stats = train_crosscoder(train_acts_NPD, hookpoints, train_cfg, seed, device=device)
+
+# %% Planted features, if any: remade to fire on a span of the training texts' tokens (raw activations)
+train_texts = [texts[i] for i in train_rows]
+stats["planted"] = {
+    span: plant_feature(
+        crosscoder,
+        train_acts_NPD,
+        tag_labels(bridge.tokenizer, train_texts, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos, span=span),
+        feature,
+        span,
+    )
+    for span, feature in params["planted_features"].items()
+}
+if stats["planted"]:
+    log.info("planted features: %s", stats["planted"])
 del train_acts_NPD
 save_crosscode_checkpoint(
     crosscoder, snakemake.output.crosscoder, scaling_factors_P=scaling_factors_P, folded=True, bandwidth=train_cfg["bandwidth"]

@@ -33,7 +33,7 @@ from typing import Protocol, cast
 import torch
 from torch import nn
 from transformer_lens.model_bridge import TransformerBridge
-from transformer_lens.model_bridge.generalized_components import AttentionBridge
+from transformer_lens.model_bridge.generalized_components import ALiBiJointQKVAttentionBridge, AttentionBridge, MPTALiBiAttentionBridge
 from transformers import AttentionInterface, PreTrainedConfig
 from transformers.models.llama.modeling_llama import repeat_kv
 
@@ -60,6 +60,7 @@ class SlotAttention(ABC):
     def __init__(self, windows: list[int | None]) -> None:
         self.windows = windows
         self.masks: dict[int | None, torch.Tensor] = {}
+        self.model_mask_R1QK: torch.Tensor | None = None
         self.knockouts: dict[int, torch.Tensor] = {}
         self.past: Slots | None = None
         self.keys: list[torch.Tensor | None] = []
@@ -77,6 +78,9 @@ class SlotAttention(ABC):
         own_QK[:, n_keys - n_queries :] = torch.eye(n_queries, dtype=torch.bool, device=query_pos_RQ.device)
         visible_RQK = earlier_RQK | own_QK
         distance_RQK = query_pos_RQ[:, :, None] - key_pos_RK[:, None, :]
+        # What the model itself is handed: a 4D mask is taken as prepared, so the model builds none
+        # of its own (whose code asks the device about the position ids); every layer applies ours.
+        self.model_mask_R1QK = visible_RQK[:, None]
         self.masks = {
             window: (visible_RQK if window is None else visible_RQK & (distance_RQK < window))[:, None]
             for window in set(self.windows)
@@ -178,6 +182,10 @@ def sliding_window(hf_attention: nn.Module, config: object) -> int | None:
     return getattr(config, "sliding_window", None)
 
 
+# Attention whose position information is a bias the model computes from its 2D attention mask.
+ALIBI_ATTENTION = (ALiBiJointQKVAttentionBridge, MPTALiBiAttentionBridge)
+
+
 class BridgeSlotAttention(SlotAttention):
     """Every block's attention: the bridge's reconstruction with its key/value and mask seams
     adapted, or, where the bridge delegates to Hugging Face, the engine's attention implementation."""
@@ -194,6 +202,12 @@ class BridgeSlotAttention(SlotAttention):
                 f"which {name} lacks; use crosscoder_interventions.engine.oracle for it."
             )
         self.modules = [block.attn for block in blocks]
+        alibi = next((module for module in self.modules if isinstance(module, ALIBI_ATTENTION)), None)
+        if alibi is not None:
+            raise ConfigError(
+                f"the attention of {name} ({type(alibi).__name__}) builds its ALiBi biases from a 2D attention mask, which the engine's "
+                "slot layout cannot give it; use crosscoder_interventions.engine.oracle for this architecture."
+            )
         self.delegated = [type(module).forward is AttentionBridge.forward for module in self.modules]
         self.model_name = name
         self.config = config = hf_model.config

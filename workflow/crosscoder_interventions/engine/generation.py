@@ -36,6 +36,11 @@ How it stays exact while using a key/value cache:
   columns, and so passes, across the rows of a batch. The plain run, for the diagnostics and the
   first guess, is computed once per distinct prompt.
 
+- The host waits for the device only where a shape or a branch depends on values: once per
+  generated position of the decision kinds (which rows to redo), twice per prompt pass, a few times
+  per batch. Non-finite values are noted on the device and raised at the end of a batch (`_Faults`),
+  and what a batch reports is copied to the host at once.
+
 Diagnostics are those of `oracle.reference_generate`.
 
 Shape letters: R rows, S prompt columns (positions and pads), W a window of them, Q positions of
@@ -57,7 +62,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.adapters import slot_attention
 from crosscoder_interventions.engine.interventions import Intervention, Plain, label, validate
-from crosscoder_interventions.engine.oracle import acts_from, other_feature_change, unit_mask_P
+from crosscoder_interventions.engine.oracle import acts_from, unit_mask_P
 from crosscoder_interventions.errors import ConfigError
 
 DEFAULT_TOLERANCE = 1e-6
@@ -106,10 +111,11 @@ class _Row:
 
 @dataclass
 class _Plan:
-    """Per-row tensors of one batch; `kind` is fixed (plain, steering), naive or perturb."""
+    """Per-row tensors of one batch; `kind` is fixed (plain, steering), naive or perturb. `rows`
+    selects rows; `row_R` is each row's index in the batch, for reporting faults."""
 
     kind: str
-    labels: list[str]
+    row_R: torch.Tensor
     coef_RP: torch.Tensor  # steering: coef * mask; naive: -scale * mask; gradient ablation: -coef
     direction_RPD: torch.Tensor  # W_dec[i]; the gradient methods' W_enc[:, :, i] / ||W_enc[:, :, i]||
     encoder_RPD: torch.Tensor  # W_enc[:, :, i]
@@ -122,6 +128,7 @@ class _Plan:
     penalty_R: torch.Tensor  # perturbation loss: + penalty * sum_{j != i} |f_j - f_j(run(t))|
     feature_R: torch.Tensor
     steps: int
+    penalised: bool  # some row's loss has the penalty term
     # None for a per-feature activation (f_i = h_i * [h_i > threshold_i]); else the crosscoder,
     # whose whole encoding gives f_i (TopK).
     encoder: Dictionary | None
@@ -129,7 +136,7 @@ class _Plan:
     def rows(self, index_R: torch.Tensor) -> _Plan:
         per_row = {name: value[index_R] for name, value in vars(self).items() if isinstance(value, torch.Tensor)}
         # per_row holds exactly the tensor fields, so each keeps its type.
-        return replace(self, labels=[self.labels[int(r)] for r in index_R], **cast(dict[str, Any], per_row))
+        return replace(self, **cast(dict[str, Any], per_row))
 
 
 @dataclass
@@ -240,7 +247,14 @@ class _Engine:
         self.attention.begin(slots, pos_RQ, key_pos_RK, key_alive_RK)
         self.add_RQPD = add_RQPD
         # Only the last non-run query's logits are ever used: skip unembedding the rest.
-        logits_RQV = self.bridge(tokens_RQ, return_type="logits", use_cache=False, position_ids=pos_RQ, logits_to_keep=n_runs + 1)
+        logits_RQV = self.bridge(
+            tokens_RQ,
+            return_type="logits",
+            use_cache=False,
+            position_ids=pos_RQ,
+            attention_mask=self.attention.model_mask_R1QK,
+            logits_to_keep=n_runs + 1,
+        )
         slots.keys, slots.values = self.attention.collected()
         # In the crosscoder's dtype: decisions and diagnostics are the crosscoder's arithmetic.
         acts_RQPD = torch.stack([_set(x_RQD) for x_RQD in self.captured], dim=2).to(self.crosscoder.W_dec_FPD.dtype)
@@ -275,7 +289,7 @@ def _plan(rows: Sequence[_Row], crosscoder: Dictionary) -> _Plan:
     settings = [row.setting for row in rows]
     return _Plan(
         kind=_kind(settings[0])[0],
-        labels=[label(setting) for setting in settings],
+        row_R=torch.arange(len(rows), device=device),
         coef_RP=torch.stack([coef_P(setting) for setting in settings]).to(dtype=dtype, device=device),
         direction_RPD=torch.stack([direction_PD(setting, feature) for setting, feature in zip(settings, features)]),
         encoder_RPD=W_enc_PDF[:, :, features].permute(2, 0, 1),
@@ -288,6 +302,7 @@ def _plan(rows: Sequence[_Row], crosscoder: Dictionary) -> _Plan:
         penalty_R=torch.tensor([float(getattr(setting, "penalty", 0.0)) for setting in settings], dtype=dtype, device=device),
         feature_R=torch.tensor(features, device=device),
         steps=_kind(settings[0])[1],
+        penalised=any(float(getattr(setting, "penalty", 0.0)) != 0 for setting in settings),
         encoder=None if per_feature else crosscoder,
     )
 
@@ -322,14 +337,38 @@ def _add_RQPD(plan: _Plan, decisions: torch.Tensor | None, applies_RQ: torch.Ten
     return decisions[:, :, None, None] * unit_RQPD
 
 
-def _check_finite(plan: _Plan, value_R: torch.Tensor, what: str) -> None:
-    bad = (~torch.isfinite(value_R)).nonzero()
-    if len(bad):
-        raise NonFiniteError(f"{plan.labels[int(bad[0, 0])]} made {what} non-finite; lower its scale, coefficient or learning rate.")
+@dataclass
+class _Faults:
+    """Per row of a batch and per kind of value, whether it has gone non-finite: noted on the device
+    and raised once, at the end of the batch (`check`), since a check at every step would make the
+    host wait for the device at every step. A non-finite value breaks nothing on its way there."""
+
+    labels: list[str]
+    bad: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def note(self, plan: _Plan, value_R: torch.Tensor, what: str) -> None:
+        """`value_R` of the rows of `plan` (a selection of the batch's rows, or all of them)."""
+        seen_R = self.bad.get(what)
+        if seen_R is None:
+            seen_R = torch.zeros(len(self.labels), dtype=torch.bool, device=value_R.device)
+        self.bad[what] = seen_R.index_put((plan.row_R,), seen_R[plan.row_R] | ~torch.isfinite(value_R))
+
+    def check(self) -> None:
+        """Raise for the first kind of value noted non-finite, naming its first row's setting."""
+        for what, bad_R in self.bad.items():
+            bad = bad_R.nonzero()
+            if len(bad):
+                raise NonFiniteError(f"{self.labels[int(bad[0, 0])]} made {what} non-finite; lower its scale, coefficient or learning rate.")
 
 
 def _descend(
-    engine: _Engine, plan: _Plan, slots: _Slots, tokens_RQ: torch.Tensor, pos_RQ: torch.Tensor, applies_RQ: torch.Tensor
+    engine: _Engine,
+    plan: _Plan,
+    slots: _Slots,
+    tokens_RQ: torch.Tensor,
+    pos_RQ: torch.Tensor,
+    applies_RQ: torch.Tensor,
+    faults: _Faults,
 ) -> torch.Tensor:
     """The perturbation delta (R, Q, P, D) of every query: `steps` gradient steps on run(t) over the
     slots' (intervened) prefix. Queries do not see each other, so each gets its own gradient. The
@@ -337,8 +376,8 @@ def _descend(
     dead_RQ = torch.zeros_like(applies_RQ)
     delta_RQPD = plan.direction_RPD.new_zeros(*tokens_RQ.shape, *plan.direction_RPD.shape[1:])
     on_RQ = applies_RQ.to(delta_RQPD.dtype)
-    penalised = bool(plan.penalty_R.any())
-    if penalised:
+    finite_R = torch.ones(len(plan.row_R), dtype=torch.bool, device=delta_RQPD.device)
+    if plan.penalised:
         n_features = engine.crosscoder.b_enc_F.shape[0]
         others_RF = torch.ones(len(plan.feature_R), n_features, dtype=delta_RQPD.dtype, device=delta_RQPD.device)
         others_RF[torch.arange(len(plan.feature_R), device=delta_RQPD.device), plan.feature_R] = 0
@@ -349,7 +388,7 @@ def _descend(
             h_RQ = _pre_activation_RQ(plan, acts_RQPD)
             f_RQ = _activated_RQ(plan, h_RQ, acts_RQPD)
             loss_RQ = torch.where(plan.clamp_R[:, None], (h_RQ - plan.target_R[:, None]) ** 2, f_RQ) * on_RQ
-            if penalised:
+            if plan.penalised:
                 f_RQF = engine.crosscoder.encode(acts_RQPD)
                 if step == 0:
                     plain_RQF = f_RQF.detach()
@@ -357,7 +396,8 @@ def _descend(
                 loss_RQ = loss_RQ + plan.penalty_R[:, None] * change_RQ * on_RQ
             (grad_RQPD,) = torch.autograd.grad(loss_RQ.sum(), delta_RQPD)
         delta_RQPD = (delta_RQPD - plan.lr_R[:, None, None, None] * grad_RQPD).detach()
-        _check_finite(plan, delta_RQPD.flatten(1).sum(1) + loss_RQ.detach().sum(1), "the perturbation")
+        finite_R &= torch.isfinite(delta_RQPD.flatten(1).sum(1) + loss_RQ.detach().sum(1))
+    faults.note(plan, torch.where(finite_R, 0.0, torch.nan), "the perturbation")
     return delta_RQPD
 
 
@@ -392,8 +432,11 @@ class _Gathered:
         return torch.gather(value_RQ, 1, self.order_RM)
 
     def put(self, into_RQ: torch.Tensor, value_RM: torch.Tensor) -> None:
-        rows_RM = torch.arange(len(self.order_RM), device=self.order_RM.device)[:, None].expand_as(self.order_RM)
-        into_RQ[rows_RM[self.taken_RM], self.order_RM[self.taken_RM]] = value_RM[self.taken_RM]
+        # A scatter of every gathered column, the fill-ins writing back what they hold: a boolean
+        # mask's indexing would make the host wait for the device.
+        order_RM = self.order_RM.reshape(*self.order_RM.shape, *[1] * (into_RQ.ndim - 2)).expand(*self.order_RM.shape, *into_RQ.shape[2:])
+        taken_RM = self.taken_RM.reshape(order_RM.shape[:2] + (1,) * (into_RQ.ndim - 2))
+        into_RQ.scatter_(1, order_RM, torch.where(taken_RM, value_RM, into_RQ.gather(1, order_RM)))
 
 
 def _changed_Q(plan: _Plan, new: torch.Tensor, old: torch.Tensor, tolerance: float) -> torch.Tensor:
@@ -419,6 +462,7 @@ def _extend(
     settled: int,
     tolerance: float,
     window: int,
+    faults: _Faults,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Append the intervened slots of Q prompt positions. Returns the last position's logits (R, V),
     the intervened acts (R, Q, P, D) and the number of forward passes over prompt windows.
@@ -438,11 +482,12 @@ def _extend(
     after a pass that keeps it whole and shrinks to 2 otherwise (the head, exact, and the next position, whose new decision is then
     exact): long passes where decisions settle at once, one pass per link through chains of
     dependent decisions (such as the tokens of the deployment tag).
+
+    A pass makes the host wait for the device twice: for the number of run queries, and for where
+    the first decision moved.
     """
     if plan.kind == "fixed":
-        add_RQPD = _add_RQPD(plan, None, applies_RQ)
-        assert add_RQPD is not None  # fixed additions need no decisions
-        logits_RV, acts_RQPD, _ = engine.forward(slots, tokens_RQ, pos_RQ, real_RQ, add_RQPD if add_RQPD.any() else None, keep=True)
+        logits_RV, acts_RQPD, _ = engine.forward(slots, tokens_RQ, pos_RQ, real_RQ, _add_RQPD(plan, None, applies_RQ), keep=True)
         return logits_RV, acts_RQPD, 1
     if plan.kind == "naive":
         decisions = _target_RQ(plan, plain_RQPD) * applies_RQ
@@ -462,7 +507,8 @@ def _extend(
         # A decision made over the exact prefix is final: the head's needs no recomputing.
         known_RW = torch.zeros_like(modified_RW)
         known_RW[:, 0] = head_exact
-        add_RWPD = _add_RQPD(plan, current, applies_RW) if modified_RW.any() else None
+        # Adding zeros where nothing is modified is exact, and cheaper than asking the device whether so.
+        add_RWPD = _add_RQPD(plan, current, applies_RW)
         if plan.kind == "naive":
             runs = _Gathered.where(modified_RW & applies_RW & ~known_RW)
             logits_RV, acts_RWPD, run_RMPD = engine.forward(
@@ -476,14 +522,15 @@ def _extend(
             new = current * known_RW[:, :, None, None]
             runs = _Gathered.where(applies_RW & ~known_RW & (modified_RW | _needs_work_RQ(plan, acts_RWPD, applies_RW)))
             if runs.order_RM.shape[1]:
-                runs.put(new, _descend(engine, plan, slots, runs.take(tokens_RW), runs.take(pos_RW), runs.taken_RM))
+                runs.put(new, _descend(engine, plan, slots, runs.take(tokens_RW), runs.take(pos_RW), runs.taken_RM, faults))
         n_passes += 1
         changed_W = _changed_Q(plan, new, current, tolerance)
-        if not changed_W.any():
+        # The window's width where no decision moved.
+        first = int(torch.where(changed_W.any(), changed_W.to(torch.int8).argmax(), len(changed_W)))
+        if first == len(changed_W):
             kept_acts.append(acts_RWPD)
             start, head_exact, window = columns.stop, False, 2 * window
             continue
-        first = int(changed_W.nonzero()[0, 0])
         slots.truncate(n_kept + first)
         kept_acts.append(acts_RWPD[:, :first])
         decisions[:, start + first : columns.stop] = new[:, first:]
@@ -492,28 +539,34 @@ def _extend(
 
 
 def _step(
-    engine: _Engine, plan: _Plan, slots: _Slots, tokens_R1: torch.Tensor, pos_R1: torch.Tensor, applies_R1: torch.Tensor
+    engine: _Engine,
+    plan: _Plan,
+    slots: _Slots,
+    tokens_R1: torch.Tensor,
+    pos_R1: torch.Tensor,
+    applies_R1: torch.Tensor,
+    faults: _Faults,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Append the intervened slot of one generated position: logits (R, V) and acts (R, 1, P, D).
 
     The run pass is kept as if it were the redo: where the decision is zero it is. Only when some
     row decides a modification is the slot redone, and perturbation steps run for those rows only.
+    Which rows those are is the step's one wait of the host for the device (none for fixed additions).
     """
     real_R1 = torch.ones_like(applies_R1)
     if plan.kind == "fixed":
         return engine.forward(slots, tokens_R1, pos_R1, real_R1, _add_RQPD(plan, None, applies_R1), keep=True)[:2]
     n_old = slots.pos_RK.shape[1]
     logits_RV, acts_R1PD, _ = engine.forward(slots, tokens_R1, pos_R1, real_R1, None, keep=True)
-    busy_R = _needs_work_RQ(plan, acts_R1PD, applies_R1)[:, 0]
-    if not busy_R.any():
+    busy = _needs_work_RQ(plan, acts_R1PD, applies_R1)[:, 0].nonzero()[:, 0]
+    if not len(busy):
         return logits_RV, acts_R1PD
     slots.truncate(n_old)
     if plan.kind == "naive":
         decisions = _target_RQ(plan, acts_R1PD) * applies_R1
     else:
-        busy = busy_R.nonzero()[:, 0]
         decisions = plan.direction_RPD.new_zeros(*tokens_R1.shape, *plan.direction_RPD.shape[1:])
-        decisions[busy] = _descend(engine, plan.rows(busy), slots.rows(busy), tokens_R1[busy], pos_R1[busy], applies_R1[busy])
+        decisions[busy] = _descend(engine, plan.rows(busy), slots.rows(busy), tokens_R1[busy], pos_R1[busy], applies_R1[busy], faults)
     return engine.forward(slots, tokens_R1, pos_R1, real_R1, _add_RQPD(plan, decisions, applies_R1), keep=True)[:2]
 
 
@@ -540,21 +593,19 @@ def _layout(
     return tokens_RS, source_RS.clamp_min(0), real_RS
 
 
-def _anchors(busy_RS: torch.Tensor, pos_RS: torch.Tensor, lengths: Sequence[int]) -> tuple[list[int], list[int]]:
+def _anchors(busy_RS: torch.Tensor, pos_RS: torch.Tensor, lengths: Sequence[int]) -> tuple[list[int], list[int], bool]:
     """Per row, the first and one past the last position needing decisions (at most the last
     position); rows with none anchor at the latest first position of the others (or their last
-    position), so that they add no columns."""
+    position), so that they add no columns. Third, whether any row needs decisions."""
     first_R = torch.where(busy_RS, pos_RS, torch.iinfo(pos_RS.dtype).max).amin(1)
     last_R = torch.where(busy_RS, pos_RS, -1).amax(1)
-    busy_R = busy_RS.any(1)
-    latest = int(first_R[busy_R].max()) if busy_R.any() else 0
-    anchor_R = [int(first) if busy else min(length - 1, latest) for first, busy, length in zip(first_R, busy_R, lengths)]
+    # One copy to the host: the layout is the host's to make.
+    first_R, last_R, busy_R = torch.stack([first_R, last_R, busy_RS.any(1).to(first_R.dtype)]).tolist()
+    latest = max((first for first, busy in zip(first_R, busy_R) if busy), default=0)
+    anchor_R = [first if busy else min(length - 1, latest) for first, busy, length in zip(first_R, busy_R, lengths)]
     # Every row's last token must stay in the last column, after the pads.
-    resume_R = [
-        min(int(last) + 1 if busy else anchor, length - 1)
-        for last, busy, anchor, length in zip(last_R, busy_R, anchor_R, lengths)
-    ]
-    return anchor_R, resume_R
+    resume_R = [min(last + 1 if busy else anchor, length - 1) for last, busy, anchor, length in zip(last_R, busy_R, anchor_R, lengths)]
+    return anchor_R, resume_R, any(busy_R)
 
 
 def choose_tokens(logits_RV: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator]) -> torch.Tensor:
@@ -630,19 +681,21 @@ def _generate_batch(
         # rows so that rows share the passes. S now counts the columns of this layout.
         applies_RS = real_RS & (pos_RS >= plan.acts_from_R[:, None])
         busy_RS = _needs_work_RQ(plan, plain_RSPD, applies_RS)
-        anchor_R, resume_R = _anchors(busy_RS, pos_RS, lengths)
+        anchor_R, resume_R, any_busy = _anchors(busy_RS, pos_RS, lengths)
         tokens_RS, pos_RS, aligned_RS = (t.to(engine.device) for t in _layout(prompts, anchor_R, resume_R, pad_id))
-        aligned_RSPD = plain_RSPD.new_zeros(*tokens_RS.shape, *plain_RSPD.shape[2:])
-        aligned_RSPD[aligned_RS] = plain_RSPD[real_RS]
+        # Where each aligned column's position sits in the plain (left-padded) layout.
+        plain_column_RS = torch.where(aligned_RS, pos_RS + real_RS.shape[1] - torch.tensor(lengths, device=engine.device)[:, None], 0)
+        aligned_RSPD = plain_RSPD.gather(1, plain_column_RS[:, :, None, None].expand(-1, -1, *plain_RSPD.shape[2:]))
+        aligned_RSPD = aligned_RSPD * aligned_RS[:, :, None, None]
         # Before the anchors' column (everywhere, if nothing is busy) no row decides anything: the
         # intervened run is the plain one there, whose slots are reused.
-        settled = max(anchor_R) if busy_RS.any() else tokens_RS.shape[1]
-        plain_column_RS = torch.where(aligned_RS, pos_RS + real_RS.shape[1] - torch.tensor(lengths, device=engine.device)[:, None], 0)
+        settled = max(anchor_R) if any_busy else tokens_RS.shape[1]
         slots = plain.slots.rows(plain.unique_R, plain_column_RS[:, :settled], aligned_RS[:, :settled])
         plain_RSPD, real_RS = aligned_RSPD, aligned_RS
     applies_RS = real_RS & (pos_RS >= plan.acts_from_R[:, None])
+    faults = _Faults([label(row.setting) for row in rows])
     logits_RV, acts_RSPD, n_passes = _extend(
-        engine, plan, slots, tokens_RS, pos_RS, real_RS, applies_RS, plain_RSPD, plain.logits_RV, settled, tolerance, window
+        engine, plan, slots, tokens_RS, pos_RS, real_RS, applies_RS, plain_RSPD, plain.logits_RV, settled, tolerance, window, faults
     )
     target_sum_R = (_target_RQ(plan, acts_RSPD) * applies_RS).sum(1)
     count_R = applies_RS.sum(1)
@@ -652,7 +705,7 @@ def _generate_batch(
     generated, step_acts = [], []
     pos_R1 = torch.tensor(lengths, device=engine.device)[:, None] - 1
     for step in range(max_new_tokens):
-        _check_finite(plan, logits_RV.sum(1), "the logits")
+        faults.note(plan, logits_RV.sum(1), "the logits")
         tokens_R1 = choose_tokens(logits_RV, sampling, generators)[:, None]
         generated.append(tokens_R1)
         progress.update(1)
@@ -660,27 +713,39 @@ def _generate_batch(
             break
         pos_R1 = pos_R1 + 1
         applies_R1 = pos_R1 >= plan.acts_from_R[:, None]
-        logits_RV, acts_R1PD = _step(engine, plan, slots, tokens_R1, pos_R1, applies_R1)
+        logits_RV, acts_R1PD = _step(engine, plan, slots, tokens_R1, pos_R1, applies_R1, faults)
         target_sum_R += (_target_RQ(plan, acts_R1PD) * applies_R1).sum(1)
         count_R += applies_R1.sum(1)
         if record:
             step_acts.append(acts_R1PD)
-    generated_RN = torch.cat(generated, dim=1)
+    faults.check()
     generated_acts_RNPD = torch.cat(step_acts, dim=1) if step_acts else acts_RSPD[:, :0]
+    plain_R = torch.tensor([isinstance(row.setting, Plain) for row in rows], device=engine.device)
+    change_R = torch.where(plain_R, 0.0, _other_feature_change_R(engine.crosscoder, plan, acts_RSPD, plain_RSPD, real_RS))
+    # One copy to the host of everything the rows report.
+    tokens, targets, changes = torch.cat(generated, dim=1).tolist(), (target_sum_R / count_R).tolist(), change_R.tolist()
     outputs = []
     for r, row in enumerate(rows):
-        feature = row.setting.feature
-        prompt_SPD = acts_RSPD[r, real_RS[r]]
-        if isinstance(row.setting, Plain):
-            change = 0.0
-        else:
-            change = other_feature_change(
-                engine.crosscoder.encode(prompt_SPD), engine.crosscoder.encode(plain_RSPD[r, real_RS[r]]), feature
-            )
-        target = float(target_sum_R[r] / count_R[r]) if feature is not None else float("nan")
-        acts_SPD = torch.cat([prompt_SPD, generated_acts_RNPD[r]]) if record else None
-        outputs.append(_RowOutput(generated_RN[r].tolist(), target, change, acts_SPD))
+        target = targets[r] if row.setting.feature is not None else float("nan")
+        acts_SPD = torch.cat([acts_RSPD[r, real_RS[r]], generated_acts_RNPD[r]]) if record else None
+        outputs.append(_RowOutput(tokens[r], target, changes[r], acts_SPD))
     return outputs, n_passes
+
+
+def _other_feature_change_R(
+    crosscoder: Dictionary, plan: _Plan, acts_RSPD: torch.Tensor, plain_RSPD: torch.Tensor, real_RS: torch.Tensor
+) -> torch.Tensor:
+    """`oracle.other_feature_change` of every row's prompt positions, on the device: pads and the
+    row's own feature masked out rather than selected away. One row at a time bounds the memory of
+    the encodings (S, F)."""
+    change_R = []
+    for r in range(len(acts_RSPD)):
+        f_int_SF, f_plain_SF = crosscoder.encode(acts_RSPD[r]), crosscoder.encode(plain_RSPD[r])
+        keep_SF = real_RS[r, :, None] & (torch.arange(f_plain_SF.shape[1], device=real_RS.device) != plan.feature_R[r])
+        change = ((f_int_SF - f_plain_SF).abs() * keep_SF).sum()
+        scale = (f_plain_SF.abs() * keep_SF).sum()
+        change_R.append(torch.where(scale > 0, change / scale, torch.nan))
+    return torch.stack(change_R)
 
 
 def _batches(rows: Sequence[_Row], max_rows: int) -> list[list[int]]:
