@@ -1,9 +1,10 @@
 """The real experiment's config (workflow/configs/tinystories_instruct_33m.yaml), offline: its planning
-and its start-up errors through the snakemake CLI, and a run of it on local stand-ins of the real
+and its start-up errors through the snakemake CLI, the real-scale world's config beside it, and a run of it on local stand-ins of the real
 artefacts (the real architecture at a reduced width, a peft LoRA adapter, the dataset's columns, a
 model-diffing crosscoder with a normalisation file) with only the paths overridden."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from crosscoder_interventions.models import load_hf_model, load_model
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 REAL_CONFIG = REPO / "workflow" / "configs" / "tinystories_instruct_33m.yaml"
+REAL_SCALE = REPO / "workflow" / "configs" / "real_scale.yaml"
 
 
 def snakemake(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (REAL_CONFIG,)) -> subprocess.CompletedProcess:
@@ -55,6 +57,27 @@ def test_real_config_has_the_seed_setup():
     shared = set(sweeps) - {"perturbation_ablation", "penalised_perturbation"}
     assert len(shared) == 5 and all(sweeps[name] == default["generation"]["sweeps"][name] for name in shared)
     assert (real["world"], real["device"], real["prepend_bos"]) == ("external", "auto", False)
+
+
+def test_real_scale_world_has_the_real_shapes_and_the_real_runs_settings():
+    """workflow/configs/real_scale.yaml: the benchmark's real shape, the real crosscoder's width, the
+    real configuration's discovery and generation, two planted features ablated and one steered."""
+    scale = yaml.safe_load(REAL_SCALE.read_text())
+    real = yaml.safe_load(REAL_CONFIG.read_text())
+    real_shape = yaml.safe_load((REPO / "workflow" / "configs" / "benchmark_real_shape.yaml").read_text())["benchmark"]["synthetic"]
+    assert scale["world"] == "embedded" and scale["device"] == "auto"
+    assert scale["embedded_world"]["model"] == real_shape["model"]
+    assert scale["embedded_world"]["crosscoder"]["n_features"] == real_shape["n_features"] == 16384
+    assert scale["generation"] == real["generation"] and scale["discovery"] == real["discovery"]
+    assert scale["embedded_world"]["crosscoder"]["planted_features"] == {"tag": 0, "after_tag": 1}
+    assert scale["features"] == {"ablate": [0, 1], "steer": [2]}
+
+
+def test_real_scale_world_plans_offline_and_sizes_its_jobs_for_the_wide_model(tmp_path):
+    result = snakemake(workflow_copy(tmp_path), "-n", configfiles=(REAL_SCALE,))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = {job.split(":")[0]: job for job in re.split(r"\n(?:local)?rule ", result.stdout)[1:]}
+    assert "mem_mb=3700" in jobs["world_crosscoder"] and "mem_mb=3700" not in jobs["world_corpus"]
 
 
 def test_dry_run_plans_offline_without_any_artefact(tmp_path):
