@@ -387,6 +387,12 @@ def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
         raise ConfigError(
             f"benchmark.synthetic.model: hidden_size {model['hidden_size']} is not a multiple of num_heads {model['num_heads']}; change either."
         )
+    if model["num_heads"] % model.get("num_key_value_heads", model["num_heads"]):
+        raise ConfigError(
+            f"benchmark.synthetic.model: num_heads {model['num_heads']} is not a multiple of num_key_value_heads "
+            f"{model['num_key_value_heads']}; change either."
+        )
+    check_hookpoints(resolve_hookpoints(synthetic["hookpoints"], model["num_layers"]), model["num_layers"], "benchmark.synthetic.hookpoints")
     if lengths["max"] + max_new_tokens > model["max_position_embeddings"]:
         raise ConfigError(
             f"benchmark.synthetic: prompts of up to {lengths['max']} tokens plus {max_new_tokens} new ones exceed "

