@@ -30,7 +30,7 @@ How it stays exact while using a key/value cache:
   modification is the slot redone with the decisions (the perturbation's gradient steps run for
   those rows alone). Steering needs no decisions: one pass with the modification.
 - A prompt (many known positions): modifications are found by fixed-point (Jacobi) iteration, with
-  a commit frontier and windows that grow and shrink (see `_extend`). Naive decisions start from
+  a commit frontier and windows that grow (see `_extend`). Naive decisions start from
   the plain run's. A run of positions whose decisions depend on each other in turn (the tag's
   tokens) costs one pass per position; rows are laid out (`_layout`) so that these runs share
   columns, and so passes, across the rows of a batch. The plain run, for the diagnostics and the
@@ -478,10 +478,15 @@ def _extend(
     their decision did not move): their slots are kept and the frontier advances to that position,
     whose new decision is exact too. A window in which no decision moves is kept whole. Naive
     decisions start from the plain run's (exact at the first unsettled column, whose prefix is
-    plain), deltas from zero. The window starts at `window` (2 after settled columns), doubles
-    after a pass that keeps it whole and shrinks to 2 otherwise (the head, exact, and the next position, whose new decision is then
-    exact): long passes where decisions settle at once, one pass per link through chains of
-    dependent decisions (such as the tokens of the deployment tag).
+    plain), deltas from zero. The window starts at `window` (2 after settled columns) and doubles
+    after a pass that keeps it whole: long passes where decisions settle at once. After a pass in
+    which a decision moved, the next starts at that position with the same width: its head is
+    exact, the next position's new decision then is too, and the positions after get decisions made
+    under a nearer prefix, often final. So a chain of dependent decisions (such as the tokens of the
+    deployment tag) costs a pass per link, and what follows it fewer passes than if the window
+    started small again; positions past a moved decision are computed in vain, which costs
+    arithmetic, cheap on a GPU, rather than passes, whose launches and waits are what a small
+    model's GPU time is made of.
 
     A pass makes the host wait for the device twice: for the number of run queries, and for where
     the first decision moved.
@@ -534,7 +539,7 @@ def _extend(
         slots.truncate(n_kept + first)
         kept_acts.append(acts_RWPD[:, :first])
         decisions[:, start + first : columns.stop] = new[:, first:]
-        start, head_exact, window = start + first, True, 2
+        start, head_exact = start + first, True
     return logits_RV, torch.cat(kept_acts, dim=1), n_passes
 
 
