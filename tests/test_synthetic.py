@@ -99,6 +99,7 @@ def test_a_llama_shaped_world_has_its_architecture_its_hookpoints_and_its_plante
     assert stats["target_fraction_measured"] == pytest.approx(0.5, abs=0.05)
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert (config["model_type"], config["num_key_value_heads"], config["intermediate_size"], config["vocab_size"]) == ("llama", 2, 64, 1000)
+    assert config["rope_parameters"]["rope_theta"] == 500000.0 and config["tie_word_embeddings"]
     assert load_crosscoder(tmp_path / "crosscoder").hookpoints == synthetic["hookpoints"]
 
 
