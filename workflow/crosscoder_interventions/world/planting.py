@@ -60,12 +60,14 @@ def plant_feature(crosscoder: Crosscoder, acts_NPD: torch.Tensor, on_N: torch.Te
         raise ConfigError(f"cannot plant feature {feature} ({what}): the crosscoder has {crosscoder.n_features} features.")
     if not isinstance(crosscoder.activation, JumpReLU):
         raise ConfigError(f"cannot plant feature {feature}: planting sets a JumpReLU threshold, and this crosscoder's is {crosscoder.activation}.")
-    on_N = on_N.to(acts_NPD.device).bool()
+    # On the crosscoder's device: the covariance is the work, (P D)^2 N multiply-adds.
+    device = crosscoder.W_enc_PDF.device
+    on_N = on_N.to(device).bool()
     n_on = int(on_N.sum())
     if n_on == 0 or n_on == len(on_N):
         raise ConfigError(f"cannot plant feature {feature}: {n_on} of the {len(on_N)} harvested positions are {what} tokens; "
                           "raise crosscoder n_tokens or min_deployment_fraction.")
-    acts_NPD = acts_NPD.to(crosscoder.W_enc_PDF.dtype)
+    acts_NPD = acts_NPD.to(device=device, dtype=crosscoder.W_enc_PDF.dtype)
     mean_on_PD, mean_off_PD = acts_NPD[on_N].mean(0), acts_NPD[~on_N].mean(0)
     difference_PD = mean_on_PD - mean_off_PD
     direction_PD = discriminant_PD(acts_NPD, on_N, mean_on_PD, mean_off_PD)
@@ -74,10 +76,9 @@ def plant_feature(crosscoder: Crosscoder, acts_NPD: torch.Tensor, on_N: torch.Te
     # f_i = <x, u> - c + 1 where <x, u> > c, else 0.
     f_N = torch.where(projection_N > cut, projection_N - cut + THRESHOLD, 0.0)
     mean_activation = float(f_N[on_N].mean())
-    device = crosscoder.W_enc_PDF.device
-    crosscoder.W_enc_PDF[:, :, feature] = direction_PD.to(device)
+    crosscoder.W_enc_PDF[:, :, feature] = direction_PD
     crosscoder.b_enc_F[feature] = THRESHOLD - cut
     crosscoder.log_threshold_F[feature] = math.log(THRESHOLD)
-    crosscoder.W_dec_FPD[feature] = (difference_PD / mean_activation).to(device)
+    crosscoder.W_dec_FPD[feature] = difference_PD / mean_activation
     fires_N = f_N > 0
     return {"feature": feature, "fires_on": float(fires_N[on_N].float().mean()), "fires_off": float(fires_N[~on_N].float().mean())}
