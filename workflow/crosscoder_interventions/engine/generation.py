@@ -62,7 +62,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from crosscoder_interventions.dictionary.model import Dictionary
 from crosscoder_interventions.engine.adapters import slot_attention
 from crosscoder_interventions.engine.interventions import Intervention, Plain, label, validate
-from crosscoder_interventions.engine.oracle import acts_from, unit_mask_P
+from crosscoder_interventions.engine.oracle import acts_from, other_feature_change, unit_mask_P
 from crosscoder_interventions.errors import ConfigError
 
 DEFAULT_TOLERANCE = 1e-6
@@ -346,12 +346,12 @@ class _Faults:
     labels: list[str]
     bad: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def note(self, plan: _Plan, value_R: torch.Tensor, what: str) -> None:
-        """`value_R` of the rows of `plan` (a selection of the batch's rows, or all of them)."""
+    def note(self, plan: _Plan, finite_R: torch.Tensor, what: str) -> None:
+        """Whether `what` is finite in each row of `plan` (a selection of the batch's rows, or all of them)."""
         seen_R = self.bad.get(what)
         if seen_R is None:
-            seen_R = torch.zeros(len(self.labels), dtype=torch.bool, device=value_R.device)
-        self.bad[what] = seen_R.index_put((plan.row_R,), seen_R[plan.row_R] | ~torch.isfinite(value_R))
+            seen_R = torch.zeros(len(self.labels), dtype=torch.bool, device=finite_R.device)
+        self.bad[what] = seen_R.index_put((plan.row_R,), seen_R[plan.row_R] | ~finite_R)
 
     def check(self) -> None:
         """Raise for the first kind of value noted non-finite, naming its first row's setting."""
@@ -397,7 +397,7 @@ def _descend(
             (grad_RQPD,) = torch.autograd.grad(loss_RQ.sum(), delta_RQPD)
         delta_RQPD = (delta_RQPD - plan.lr_R[:, None, None, None] * grad_RQPD).detach()
         finite_R &= torch.isfinite(delta_RQPD.flatten(1).sum(1) + loss_RQ.detach().sum(1))
-    faults.note(plan, torch.where(finite_R, 0.0, torch.nan), "the perturbation")
+    faults.note(plan, finite_R, "the perturbation")
     return delta_RQPD
 
 
@@ -710,7 +710,7 @@ def _generate_batch(
     generated, step_acts = [], []
     pos_R1 = torch.tensor(lengths, device=engine.device)[:, None] - 1
     for step in range(max_new_tokens):
-        faults.note(plan, logits_RV.sum(1), "the logits")
+        faults.note(plan, torch.isfinite(logits_RV.sum(1)), "the logits")
         tokens_R1 = choose_tokens(logits_RV, sampling, generators)[:, None]
         generated.append(tokens_R1)
         progress.update(1)
@@ -725,8 +725,13 @@ def _generate_batch(
             step_acts.append(acts_R1PD)
     faults.check()
     generated_acts_RNPD = torch.cat(step_acts, dim=1) if step_acts else acts_RSPD[:, :0]
-    plain_R = torch.tensor([isinstance(row.setting, Plain) for row in rows], device=engine.device)
-    change_R = torch.where(plain_R, 0.0, _other_feature_change_R(engine.crosscoder, plan, acts_RSPD, plain_RSPD, real_RS))
+    encode = engine.crosscoder.encode
+    # One row at a time bounds the memory of the encodings (S, F).
+    change_R = torch.stack([
+        acts_RSPD.new_zeros(()) if isinstance(row.setting, Plain)
+        else other_feature_change(encode(acts_RSPD[r]), encode(plain_RSPD[r]), row.setting.feature, real_RS[r])
+        for r, row in enumerate(rows)
+    ])
     # One copy to the host of everything the rows report.
     tokens, targets, changes = torch.cat(generated, dim=1).tolist(), (target_sum_R / count_R).tolist(), change_R.tolist()
     outputs = []
@@ -735,22 +740,6 @@ def _generate_batch(
         acts_SPD = torch.cat([acts_RSPD[r, real_RS[r]], generated_acts_RNPD[r]]) if record else None
         outputs.append(_RowOutput(tokens[r], target, changes[r], acts_SPD))
     return outputs, n_passes
-
-
-def _other_feature_change_R(
-    crosscoder: Dictionary, plan: _Plan, acts_RSPD: torch.Tensor, plain_RSPD: torch.Tensor, real_RS: torch.Tensor
-) -> torch.Tensor:
-    """`oracle.other_feature_change` of every row's prompt positions, on the device: pads and the
-    row's own feature masked out rather than selected away. One row at a time bounds the memory of
-    the encodings (S, F)."""
-    change_R = []
-    for r in range(len(acts_RSPD)):
-        f_int_SF, f_plain_SF = crosscoder.encode(acts_RSPD[r]), crosscoder.encode(plain_RSPD[r])
-        keep_SF = real_RS[r, :, None] & (torch.arange(f_plain_SF.shape[1], device=real_RS.device) != plan.feature_R[r])
-        change = ((f_int_SF - f_plain_SF).abs() * keep_SF).sum()
-        scale = (f_plain_SF.abs() * keep_SF).sum()
-        change_R.append(torch.where(scale > 0, change / scale, torch.nan))
-    return torch.stack(change_R)
 
 
 def _batches(rows: Sequence[_Row], max_rows: int) -> list[list[int]]:

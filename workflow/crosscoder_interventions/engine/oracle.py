@@ -132,17 +132,23 @@ def _perturbation_PD(
     return delta_PD
 
 
-def other_feature_change(f_int_SF: torch.Tensor, f_plain_SF: torch.Tensor, feature: int | None) -> float:
+def other_feature_change(
+    f_int_SF: torch.Tensor, f_plain_SF: torch.Tensor, feature: int | None, positions_S: torch.Tensor | None = None
+) -> torch.Tensor:
     """sum over positions and features j != i of |f_j - f0_j|, divided by the sum of |f0_j| (nan if that is 0).
 
-    f_int_SF from the intervened run, f_plain_SF from the un-intervened run of the same (prompt) tokens.
+    f_int_SF from the intervened run, f_plain_SF from the un-intervened run of the same (prompt) tokens;
+    positions_S, if given, the positions that count (the others, pads, are masked out). A 0-d tensor
+    on their device, so that a caller that keeps its values there need not wait for it.
     """
-    keep_F = torch.ones(f_int_SF.shape[1], dtype=torch.bool, device=f_int_SF.device)
+    keep_SF = torch.ones_like(f_int_SF, dtype=torch.bool)
     if feature is not None:
-        keep_F[feature] = False
-    change = (f_int_SF - f_plain_SF)[:, keep_F].abs().sum()
-    scale = f_plain_SF[:, keep_F].abs().sum()
-    return float(change / scale) if scale > 0 else float("nan")
+        keep_SF[:, feature] = False
+    if positions_S is not None:
+        keep_SF &= positions_S[:, None]
+    change = ((f_int_SF - f_plain_SF).abs() * keep_SF).sum()
+    scale = (f_plain_SF.abs() * keep_SF).sum()
+    return torch.where(scale > 0, change / scale, torch.nan)
 
 
 @torch.no_grad()
@@ -193,7 +199,7 @@ def reference_generate(
         torch.tensor(prompt, device=model_device),
         torch.zeros(n_prompt, n_hookpoints, d_model, dtype=crosscoder_dtype, device=crosscoder_device),
     )
-    change = 0.0 if isinstance(setting, Plain) else other_feature_change(f_SF[:n_prompt], crosscoder.encode(plain_SPD), feature)
+    change = 0.0 if isinstance(setting, Plain) else float(other_feature_change(f_SF[:n_prompt], crosscoder.encode(plain_SPD), feature))
     return ReferenceResult(
         generated=tokens[len(prompt) :],
         logits_NV=torch.stack(chosen_from),

@@ -145,7 +145,6 @@ def build_synthetic_world(
         "architecture": type(config).model_type,
         "n_layers": n_layers,
         "d_model": d_model,
-        "n_parameters": sum(parameter.numel() for parameter in hf_model_of(bridge).parameters()),
         "hookpoints": hookpoints,
         "vocab_size": config.vocab_size,
         "n_features": synthetic["n_features"],
