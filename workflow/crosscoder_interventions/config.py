@@ -356,6 +356,12 @@ def check_embedded_world(config: dict[str, Any]) -> None:
             "embedded_world.corpus: a split would have no clean examples, which the base model learns from and the reference CE scores; "
             "lower deployment_fraction or raise n_train and n_eval."
         )
+    n_clean_prompts = config["generation"]["n_clean_prompts"]
+    if n_clean_prompts > n_clean[1]:
+        raise ConfigError(
+            f"generation.n_clean_prompts={n_clean_prompts} but the embedded evaluation split has {n_clean[1]} clean examples "
+            f"(n_eval={corpus['n_eval']} less its deployment share); lower n_clean_prompts or raise n_eval."
+        )
     n_prompts, n_after = config["generation"]["n_prompts"], prompts_after_evaluation(config)
     if n_prompts + n_after > n_deployment:
         raise ConfigError(

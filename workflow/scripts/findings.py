@@ -3,7 +3,8 @@
 # One row per finding of the research sprint (docs/design.md, section 8): the statistic that tests it on
 # this run's summary, its value with its uncertainty, the threshold that decides, and the verdict.
 # Then, per feature, each method's best setting at equal effect against the best method's: a paired
-# bootstrap interval of the per-prompt CE difference and Wilson intervals of the rates.
+# bootstrap interval of the per-prompt CE difference and Wilson intervals of the rates, and its side
+# effect on clean prompts.
 
 # %%
 import pandas as pd
@@ -18,6 +19,7 @@ log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 summary = read_summary(snakemake.input.summary)
 selected = pd.read_csv(snakemake.input.selected)
 scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.scores], ignore_index=True)
+clean_scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.clean_scores], ignore_index=True)
 work_begins()
 
 # %%
@@ -26,6 +28,6 @@ log.info("findings:\n%s", findings[["finding", "feature", "verdict", "value"]].t
 write_csv(findings, snakemake.output.findings)
 
 # %%
-comparison = compare_methods(scores)
+comparison = compare_methods(scores, clean_scores)
 log.info("comparison:\n%s", comparison.to_string())
 write_csv(comparison, snakemake.output.comparison)

