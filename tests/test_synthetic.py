@@ -47,6 +47,7 @@ def test_bad_synthetic_shapes_are_one_line_errors():
         ({"prompt_length": {"min": 60, "max": 2040}}, "exceed max_position_embeddings 2048"),
         ({"model": {**synthetic["model"], "num_key_value_heads": 5}}, "num_heads 16 is not a multiple of num_key_value_heads 5"),
         ({"hookpoints": ["blocks.4.hook_resid_post"]}, "benchmark.synthetic.hookpoints: hookpoint 'blocks.4.hook_resid_post' does not exist"),
+        ({"model": {**synthetic["model"], "intermediate_size": 4096}}, "intermediate_size shape\\(s\\) only architecture llama"),
     ]
     for change, message in cases:
         with pytest.raises(ConfigError, match=message) as info:

@@ -384,6 +384,10 @@ def prompts_after_evaluation(config: dict[str, Any]) -> int:
     return max(config["generation"]["calibration"]["n_prompts"], screen["n_prompts"] if screened else 0)
 
 
+# Keys of benchmark.synthetic.model that only a Llama-shaped model has.
+LLAMA_ONLY_KEYS = ("num_key_value_heads", "intermediate_size")
+
+
 def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
     """One-line errors, at start-up, for a synthetic world that could not be built or run."""
     model, lengths = synthetic["model"], synthetic["prompt_length"]
@@ -397,6 +401,12 @@ def check_synthetic(synthetic: dict[str, Any], max_new_tokens: int) -> None:
         raise ConfigError(
             f"benchmark.synthetic.model: num_heads {model['num_heads']} is not a multiple of num_key_value_heads "
             f"{model['num_key_value_heads']}; change either."
+        )
+    llama_only = [key for key in LLAMA_ONLY_KEYS if key in model]
+    if model.get("architecture", "gpt_neo") != "llama" and llama_only:
+        raise ConfigError(
+            f"benchmark.synthetic.model: {', '.join(llama_only)} shape(s) only architecture llama, and a gpt_neo model would be built "
+            "without it; remove it or set architecture: llama."
         )
     check_hookpoints(resolve_hookpoints(synthetic["hookpoints"], model["num_layers"]), model["num_layers"], "benchmark.synthetic.hookpoints")
     if lengths["max"] + max_new_tokens > model["max_position_embeddings"]:

