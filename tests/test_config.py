@@ -402,13 +402,16 @@ def test_schema_refuses(default_config, key, value, message):
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("embedded_world.model.num_heads", 3, r"num_heads=3 does not divide hidden_size=128"),
-    ("generation.n_prompts", 121,
-     r"generation\.n_prompts=121 and 8 calibration or steering screen prompts .* but the embedded evaluation split has 120 deployment"),
+    ("generation.n_prompts", 33,
+     r"generation\.n_prompts=33, 8 calibration or steering screen prompts .* and the world report's 80 held out after them "
+     r"\(embedded_world\.report\.n_prompts\) but the embedded evaluation split has 120 deployment"),
     # The steering screen takes its prompts where calibration does: the larger of the two counts.
-    ("discovery.steer_screen", {"n_candidates": 8, "n_prompts": 101, "coefficients": [4]},
-     r"generation\.n_prompts=20 and 101 calibration or steering screen prompts"),
-    ("generation.n_clean_prompts", 281,
-     r"^generation\.n_clean_prompts=281 but the embedded evaluation split has 280 clean examples \(n_eval=400 less its deployment share\)"),
+    ("discovery.steer_screen", {"n_candidates": 8, "n_prompts": 21, "coefficients": [4]},
+     r"generation\.n_prompts=20, 21 calibration or steering screen prompts"),
+    ("embedded_world.report.n_prompts", 93, r"the world report's 93 held out after them"),
+    ("generation.n_clean_prompts", 181,
+     r"^the analysis takes the first 181 clean evaluation examples .* and the world report the last 100 .* but the embedded "
+     r"evaluation split has 280 \(n_eval=400 less its deployment share\)"),
     ("discovery.max_length", 600, r"^discovery\.max_length=600 is more than the embedded model's context "
                                   r"\(embedded_world\.model\.max_position_embeddings=512\); lower it or raise"),
     ("embedded_world.crosscoder.max_seq_len", 513, r"^embedded_world\.crosscoder\.max_seq_len=513 is more than the embedded model's context"),

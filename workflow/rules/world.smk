@@ -152,3 +152,25 @@ rule world_report:
         "../../envs/environment.yaml"
     script:
         "../scripts/world_report.py"
+
+
+rule world_gate:
+    input:
+        report=rules.world_report.output[0],
+    output:
+        results("world/gate.json"),
+    params:
+        gate=EMBEDDED["gate"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("world_gate", loads_weights=False),
+        runtime=job_runtime("world_gate", loads_weights=False),
+    log:
+        results("logs/world/gate.log"),
+    benchmark:
+        results("benchmarks/world/gate.tsv")
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/world_gate.py"

