@@ -73,7 +73,7 @@ MEASURED_MB_S = {
     "discover_features": (972, 268.4),
     "feature_examples": (1395, 163.8),
     "encoder_decoder": (528, 34.2),
-    "generate_interventions": (1058, 69.5),
+    "generate_interventions": (1065, 83.5),  # with clean prompts: the depth run's shallow world, 2026-12-07 (machine shared)
     "baseline_generations": (568, 21.3),
     "score_generations": (639, 79.7),
     "score_clean_stories": (453, 28.3),
