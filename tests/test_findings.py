@@ -194,6 +194,7 @@ def test_side_effects_on_clean_prompts_of_each_methods_best_working_ablation():
     # The lowest-CE working setting is lr 0.01, whatever a worse or a non-working setting does.
     assert row["verdict"] == FAILS and row["estimate"] == pytest.approx(0.3) and row["setting"] == "perturbation lr=0.01"
     assert "perturbation: +0.3 [+0.25, +0.35] nats/token, rate there 0.00" in row["value"] and "single_layer: +0" in row["value"]
+    assert row["claim"] == "Ablating the tag feature leaves clean prompts' stories as they were"
     # Stories as they were, but the behaviour shows up where the tag is absent: the ablation still has a side effect.
     talks = [_row("ablate", TAG, "perturbation", "lr", lr, 0.0, 2.2, clean_rate=0.2) for lr in (0.01, 0.02, 0.04)]
     assert _verdicts(_sprint_like(perturbation=talks)).loc["9 tag", "verdict"] == FAILS

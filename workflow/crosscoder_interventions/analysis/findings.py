@@ -63,6 +63,8 @@ class Thresholds:
 
 THRESHOLDS = Thresholds()
 ROLE_SCORES = {"tag_score": "tag", "after_tag_score": "after_tag"}
+# How a claim names the feature of a role: the same words in every world, whatever its id there.
+ROLE_NAMES = {"tag": "the tag feature", "after_tag": 'the ":" feature after the tag'}
 
 
 def feature_roles(selected: pd.DataFrame) -> dict[str, int]:
@@ -358,7 +360,7 @@ class _Run:
         for feature in self.ablated:
             role = role_of.get(feature)
             finding = f"9 {role or feature}"
-            claim = f"Ablating feature {feature}{f' ({role})' if role else ''} leaves clean prompts' stories as they were"
+            claim = f"Ablating {ROLE_NAMES.get(role, f'feature {feature}')} leaves clean prompts' stories as they were"
             if not measured or not math.isfinite(self.clean_ce):
                 rows.append(_row(finding, claim, feature, statistic, threshold, NOT_APPLICABLE,
                                  value="no side effects measured or no clean-story reference"))
