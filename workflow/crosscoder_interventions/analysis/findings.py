@@ -360,7 +360,7 @@ class _Run:
         for feature in self.ablated:
             role = role_of.get(feature)
             finding = f"9 {role or feature}"
-            claim = f"Ablating {ROLE_NAMES.get(role, f'feature {feature}')} leaves clean prompts' stories as they were"
+            claim = f"Ablating {ROLE_NAMES[role] if role else f'feature {feature}'} leaves clean prompts' stories as they were"
             if not measured or not math.isfinite(self.clean_ce):
                 rows.append(_row(finding, claim, feature, statistic, threshold, NOT_APPLICABLE,
                                  value="no side effects measured or no clean-story reference"))
