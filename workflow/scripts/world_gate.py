@@ -21,7 +21,7 @@ work_begins()
 # %%
 shortfalls = gate_shortfalls(report, gate) if gate is not None else []
 if shortfalls:
-    raise ConfigError(f"the built world fails its gate (embedded_world.gate, results/world/world_report.json): {'; '.join(shortfalls)}.")
+    raise ConfigError(f"the built world fails its gate (embedded_world.gate, {snakemake.input.report}): {'; '.join(shortfalls)}.")
 log.info("the world passes its gate %s", gate if gate is not None else "(none configured)")
 with open(snakemake.output[0], "w") as file:
     json.dump({"gate": gate, "passed": True}, file, indent=2, sort_keys=True)

