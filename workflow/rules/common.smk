@@ -82,7 +82,7 @@ MEASURED_MB_S = {
     "score_clean_stories": (453, 28.3),
     "summarize_scores": (490, 6.7),
     "findings": (478, 20.3),
-    "selectivity": (478, 20.3),  # not yet measured: the findings job's, which reads the same tables
+    "selectivity": (499, 7.3),  # workflow/configs/two_triggers.yaml, 2026-12-08
     "figures": (517, 39.6),
     "report_notebook": (791, 17.3),
     "benchmark_synthetic_world": (1665, 24.6),
