@@ -6,7 +6,7 @@ import time
 
 from snakemake.utils import min_version, update_config
 
-from crosscoder_interventions.config import read_config_file
+from crosscoder_interventions.config import read_config_file, seeds_from_command_line
 from crosscoder_interventions.errors import ConfigError
 
 min_version("9.0")
@@ -31,10 +31,12 @@ except ConfigError as error:
 update_config(merged, config)
 config.clear()
 config.update(merged)
+seeds_from_command_line(config)
 
 
-if config.get("worlds"):
-    # Several worlds in one run: each is this Snakefile again, with its own config and results folder.
+if config.get("worlds") or config.get("replicates"):
+    # Several worlds (or replicates of one) in one run: each is this Snakefile again, with its own config
+    # and results folder.
 
     include: "workflow/rules/worlds.smk"
 

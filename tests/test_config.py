@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from crosscoder_interventions.artefacts import check_artefacts
-from crosscoder_interventions.config import check_startup, validate_config, world_configs
+from crosscoder_interventions.config import check_startup, seeds_from_command_line, validate_config, world_configs
 from crosscoder_interventions.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -774,6 +774,51 @@ def test_a_bad_world_is_named_in_one_line(default_config, worlds, message):
     validate_config(default_config, SCHEMA)
     with pytest.raises(ConfigError, match=message):
         world_configs(default_config, SCHEMA)
+
+
+# --- replicates of one run (config `replicates:`) ----------------------------------------------------
+
+def test_replicates_are_worlds_that_differ_in_their_seeds(default_config):
+    default_config["replicates"] = {"world_seeds": [3, 4], "sampling_seeds": [7]}
+    validate_config(default_config, SCHEMA)
+    replicates = world_configs(default_config, SCHEMA)
+    assert list(replicates) == ["world_seed_3_sampling_seed_7", "world_seed_4_sampling_seed_7"]
+    assert [replicate["results_dir"] for replicate in replicates.values()] == [
+        "results/replicates/world_seed_3_sampling_seed_7", "results/replicates/world_seed_4_sampling_seed_7"]
+    assert [(replicate["seed"], replicate["generation"]["sampling_seed"]) for replicate in replicates.values()] == [(3, 7), (4, 7)]
+    assert all(replicate["replicates"] is None and replicate["worlds"] is None for replicate in replicates.values())
+    default_config["replicates"] = {"sampling_seeds": [1, 2]}
+    assert list(world_configs(default_config, SCHEMA)) == ["sampling_seed_1", "sampling_seed_2"]
+    assert {replicate["seed"] for replicate in world_configs(default_config, SCHEMA).values()} == {default_config["seed"]}
+
+
+def test_seeds_given_on_the_command_line_are_numbers():
+    # Snakemake's --config reads 'replicates={world_seeds: [0, 1]}' with every value as text.
+    config = {"replicates": {"world_seeds": ["0", "1"], "sampling_seeds": ["x"]}}
+    seeds_from_command_line(config)
+    assert config == {"replicates": {"world_seeds": [0, 1], "sampling_seeds": ["x"]}}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"replicates": {"world_seeds": [0]}, "worlds": {"a": {}}}, r"^config: worlds and replicates are both given"),
+    ({"replicates": {"world_seeds": [0]}, "world": "external"}, r"^config: replicates\.world_seeds builds the embedded world once per seed"),
+])
+def test_replicates_refuse_what_they_cannot_do(default_config, changes, message):
+    default_config |= changes
+    with pytest.raises(ConfigError, match=message):
+        world_configs(default_config, SCHEMA)
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"world_seeds": []}, r"replicates.world_seeds: \[\] should be non-empty"),
+    ({"world_seeds": [1, 1]}, r"has non-unique elements"),
+    ({"seeds": [1]}, r"unknown key\(s\) 'seeds' under replicates"),
+    ({}, r"replicates: \{\} should be non-empty"),
+])
+def test_schema_refuses_bad_replicates(default_config, value, message):
+    default_config["replicates"] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(default_config, SCHEMA)
 
 
 @pytest.mark.parametrize("value, message", [

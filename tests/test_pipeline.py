@@ -147,6 +147,30 @@ def test_the_two_triggers_config_at_smoke_size(tmp_path):
     assert "Each method's best setting on the first trigger's ablated features" in (results / "report_notebook.html").read_text()
 
 
+def test_replicates_write_both_tables_and_a_second_run_has_nothing_to_do(tmp_path):
+    """Two world seeds of the smoke world, as the command line gives them: each replicate whole in its own
+    folder, the verdict and robustness tables from their findings, and nothing to do the second time."""
+    import pandas as pd
+
+    workdir = workflow_copy(tmp_path / "replicates")
+    result = snakemake(workdir, "--config", "replicates={world_seeds: [0, 1]}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    replicates = workdir / "results/replicates"
+    for name in ("world_seed_0", "world_seed_1"):
+        assert (replicates / name / "report_notebook.html").exists()
+    corpora = [pd.read_parquet(replicates / name / "world/corpus/train.parquet") for name in ("world_seed_0", "world_seed_1")]
+    assert not corpora[0]["text"].equals(corpora[1]["text"])  # two worlds, each of its seed
+    verdicts = pd.read_csv(replicates / "verdicts.csv", dtype={"finding": str})
+    findings = pd.read_csv(replicates / "world_seed_1/findings.csv", dtype={"finding": str})
+    assert verdicts["replicate"].unique().tolist() == ["world_seed_0", "world_seed_1"]
+    assert verdicts[verdicts["replicate"] == "world_seed_1"]["verdict"].tolist() == findings["verdict"].tolist()
+    robustness = pd.read_csv(replicates / "robustness.csv", dtype={"finding": str})
+    assert robustness["finding"].tolist() == findings["finding"].tolist() and (robustness["replicates"] == 2).all()
+    assert (replicates / "robustness.png").exists() and (replicates / "cross_world/verdicts.csv").exists()
+    again = snakemake(workdir, "--config", "replicates={world_seeds: [0, 1]}", "-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
 def test_world_artefacts_load_with_the_real_loaders(smoke_run):
     crosscoder = load_crosscoder(str(smoke_run / "results/world/crosscoder"))
     assert crosscoder.W_dec_FPD.shape[1] == 5

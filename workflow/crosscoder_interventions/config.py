@@ -141,27 +141,71 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
 
 # A world of a `worlds:` run writes to <results_dir>/<name>/; these names are the run's own there.
 RESERVED_WORLD_NAMES = ("cross_world", "logs", "benchmarks")
+# The replicates of a `replicates:` run go under <results_dir>/replicates/.
+REPLICATES_FOLDER = "replicates"
+
+
+def seeds_from_command_line(config: dict[str, Any]) -> None:
+    """`--config 'replicates={world_seeds: [0, 1]}'` reads every value as text: make the seeds' digits
+    integers again, in place, so that the schema judges the numbers."""
+    replicates = config.get("replicates")
+    if isinstance(replicates, dict):
+        for key, seeds in replicates.items():
+            if isinstance(seeds, list):
+                replicates[key] = [int(seed) if isinstance(seed, str) and seed.isdigit() else seed for seed in seeds]
+
+
+def replicate_overrides(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each replicate of a `replicates:` run, named after its seeds, and the keys in which it differs:
+    `seed` for a world seed, `generation.sampling_seed` for a sampling seed, every pair where both are given."""
+    replicates = config["replicates"]
+    if replicates.get("world_seeds") and config["world"] != "embedded":
+        raise ConfigError("config: replicates.world_seeds builds the embedded world once per seed, but world is external; "
+                          "use replicates.sampling_seeds.")
+    overrides = {}
+    for world_seed in replicates.get("world_seeds") or [None]:
+        for sampling_seed in replicates.get("sampling_seeds") or [None]:
+            parts, keys = [], {}
+            if world_seed is not None:
+                parts.append(f"world_seed_{world_seed}")
+                keys["seed"] = world_seed
+            if sampling_seed is not None:
+                parts.append(f"sampling_seed_{sampling_seed}")
+                keys["generation"] = {"sampling_seed": sampling_seed}
+            overrides["_".join(parts)] = keys
+    return overrides
+
+
+def world_group(config: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], str]:
+    """The worlds of a `worlds:` or `replicates:` run (name -> the keys it changes) and the folder their
+    results folders go in."""
+    if config.get("worlds") and config.get("replicates"):
+        raise ConfigError("config: worlds and replicates are both given; replicate one world at a time (a run of its own per world).")
+    if config.get("replicates"):
+        return replicate_overrides(config), f"{config['results_dir']}/{REPLICATES_FOLDER}"
+    return config["worlds"], config["results_dir"]
 
 
 def world_configs(config: dict[str, Any], schema_path: str | Path) -> dict[str, dict[str, Any]]:
-    """The config of each world of a `worlds:` run (a validated one): the run's config with the world's
-    keys merged in, results in <results_dir>/<name>. Each is validated and checked as a run of its own
-    would be; an error names its world."""
+    """The config of each world of a `worlds:` or `replicates:` run (a validated one): the run's config with
+    the world's keys merged in, results in <folder>/<name> (`world_group`). Each is validated and checked
+    as a run of its own would be; an error names its world."""
     from snakemake.utils import update_config  # the merge of --configfile files and of the Snakefile
 
-    shared = {key: value for key, value in config.items() if key != "worlds"}
+    worlds, folder = world_group(config)
+    shared = {key: value for key, value in config.items() if key not in ("worlds", "replicates")}
     configs = {}
-    for name, overrides in config["worlds"].items():
+    for name, overrides in worlds.items():
         if name in RESERVED_WORLD_NAMES:
             raise ConfigError(f"config: worlds: '{name}' names a folder the run writes itself; rename the world.")
-        for key in ("worlds", "results_dir"):
+        for key in ("worlds", "replicates", "results_dir"):
             if key in overrides:
                 raise ConfigError(
-                    f"config: worlds.{name} sets {key}; a world's results go to {config['results_dir']}/{name}: remove the key."
+                    f"config: worlds.{name} sets {key}; a world's results go to {folder}/{name}: remove the key."
                 )
         world = copy.deepcopy(shared)
         update_config(world, copy.deepcopy(overrides))
-        world |= {"worlds": None, "results_dir": f"{config['results_dir']}/{name}"}
+        world |= {"worlds": None, "replicates": None, "results_dir": f"{folder}/{name}"}
         try:
             validate_config(world, schema_path)
             check_startup(world)

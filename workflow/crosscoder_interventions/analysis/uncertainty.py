@@ -22,6 +22,8 @@ cost of half the prompts per decision, which at the sprint's 20 prompts leaves m
 For an undecided row, `prompts_to_decide` estimates the prompts per setting that would decide it at
 the observed effect: the sampling error of the statistic shrinks as 1/sqrt(n), so a resampling share
 p, a z-score of Phi^-1(p), reaches 1.96 at n x (1.96 / z)^2 prompts.
+
+Shape suffixes: C settings, U prompts, Z resamples.
 """
 
 from __future__ import annotations
@@ -69,19 +71,19 @@ class _Matrix:
     def __init__(self, scores: pd.DataFrame, column: str, paired_with: pd.Series | None = None) -> None:
         self.prompt_ids = np.sort(scores["prompt_id"].unique())
         position = {prompt: index for index, prompt in enumerate(self.prompt_ids)}
-        groups = list(scores.assign(value=as_written(scores["value"])).groupby(KEYS, dropna=False, sort=False))
-        self.keys = [setting_key(key) for key, _ in groups]
-        self.values_GN = np.full((len(groups), len(self.prompt_ids)), np.nan)
-        for row, (_, group) in enumerate(groups):
+        settings = list(scores.assign(value=as_written(scores["value"])).groupby(KEYS, dropna=False, sort=False))
+        self.keys = [setting_key(key) for key, _ in settings]
+        self.values_CU = np.full((len(settings), len(self.prompt_ids)), np.nan)
+        for row, (_, group) in enumerate(settings):
             values = group.set_index("prompt_id")[column]
             if paired_with is not None:
                 values = values - paired_with.reindex(values.index)
-            self.values_GN[row, [position[prompt] for prompt in values.index]] = values.to_numpy(dtype=float)
+            self.values_CU[row, [position[prompt] for prompt in values.index]] = values.to_numpy(dtype=float)
 
-    def resampled_means_GB(self, prompts_BN: np.ndarray) -> np.ndarray:
+    def resampled_means_CZ(self, prompts_ZU: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a setting without any of the drawn prompts: NaN
-            return np.nanmean(self.values_GN[:, prompts_BN], axis=2)
+            return np.nanmean(self.values_CU[:, prompts_ZU], axis=2)
 
 
 def resampled_summaries(
@@ -109,12 +111,12 @@ def resampled_summaries(
     for column, matrix, universe in tables:
         kept = [index for index, key in enumerate(matrix.keys) if key in row_of]
         summary_rows = np.array([row_of[matrix.keys[index]] for index in kept], dtype=int)
-        columns.append((column, summary_rows, matrix.resampled_means_GB(draws[universe])[kept]))
+        columns.append((column, summary_rows, matrix.resampled_means_CZ(draws[universe])[kept]))
     for resample in range(n_resamples):
         resampled = summary.copy()
-        for column, summary_rows, means_GB in columns:
+        for column, summary_rows, means_CZ in columns:
             values = resampled[column].to_numpy(dtype=float, copy=True)
-            values[summary_rows] = means_GB[:, resample]
+            values[summary_rows] = means_CZ[:, resample]
             resampled[column] = values
         yield resampled
 
