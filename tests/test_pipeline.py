@@ -148,16 +148,19 @@ def test_the_two_triggers_config_at_smoke_size(tmp_path):
 
 
 def test_replicates_write_both_tables_and_a_second_run_has_nothing_to_do(tmp_path):
-    """Two world seeds of the smoke world, as the command line gives them: each replicate whole in its own
-    folder, the verdict and robustness tables from their findings, and nothing to do the second time."""
+    """Two world seeds of the smoke world, as the command line gives them: each replicate in its own folder,
+    the verdict and robustness tables from their findings, and nothing to do the second time. Only the
+    tables are asked for (and what they need): the smoke run covers a world's other outputs."""
     import pandas as pd
 
     workdir = workflow_copy(tmp_path / "replicates")
-    result = snakemake(workdir, "--config", "replicates={world_seeds: [0, 1]}")
+    tables = ["results/replicates/verdicts.csv", "results/replicates/robustness.csv", "results/replicates/robustness.png"]
+    # --configfile and --config take every value that follows them: a flag between ends the list, then the targets.
+    result = snakemake(workdir, "--rerun-incomplete", *tables, "--config", "replicates={world_seeds: [0, 1]}")
     assert result.returncode == 0, result.stderr[-4000:]
     replicates = workdir / "results/replicates"
     for name in ("world_seed_0", "world_seed_1"):
-        assert (replicates / name / "report_notebook.html").exists()
+        assert (replicates / name / "summary.csv").exists() and (replicates / name / "world/gate.json").exists()
     corpora = [pd.read_parquet(replicates / name / "world/corpus/train.parquet") for name in ("world_seed_0", "world_seed_1")]
     assert not corpora[0]["text"].equals(corpora[1]["text"])  # two worlds, each of its seed
     verdicts = pd.read_csv(replicates / "verdicts.csv", dtype={"finding": str})
@@ -166,8 +169,8 @@ def test_replicates_write_both_tables_and_a_second_run_has_nothing_to_do(tmp_pat
     assert verdicts[verdicts["replicate"] == "world_seed_1"]["verdict"].tolist() == findings["verdict"].tolist()
     robustness = pd.read_csv(replicates / "robustness.csv", dtype={"finding": str})
     assert robustness["finding"].tolist() == findings["finding"].tolist() and (robustness["replicates"] == 2).all()
-    assert (replicates / "robustness.png").exists() and (replicates / "cross_world/verdicts.csv").exists()
-    again = snakemake(workdir, "--config", "replicates={world_seeds: [0, 1]}", "-n")
+    assert (replicates / "robustness.png").stat().st_size > 5_000
+    again = snakemake(workdir, "-n", *tables, "--config", "replicates={world_seeds: [0, 1]}")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 

