@@ -71,7 +71,7 @@ def continuation_tokens(tokens: Sequence[int], eos_token_id: int | None) -> list
 def continuations_of(generations: pd.DataFrame, tokenizer: PreTrainedTokenizerBase) -> tuple[list[list[int]], list[str]]:
     """Each generation's continuation proper (`continuation_tokens`): its token ids and its text."""
     continuation_ids = [continuation_tokens(tokens, tokenizer.eos_token_id) for tokens in generations["generated_tokens"]]
-    return continuation_ids, [tokenizer.decode(ids, skip_special_tokens=False) for ids in continuation_ids]
+    return continuation_ids, [str(tokenizer.decode(ids, skip_special_tokens=False)) for ids in continuation_ids]
 
 
 def scored_keys(generations: pd.DataFrame) -> pd.DataFrame:
